@@ -1,0 +1,12 @@
+"""regdecoder: decoders trained without an encoder; TF activities as learned representations."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("regdecoder")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+from . import get, metrics, nn, pl, pp, sim, tl, train  # noqa: E402
+
+__all__ = ["__version__", "get", "metrics", "nn", "pl", "pp", "sim", "tl", "train"]

@@ -1,0 +1,5 @@
+"""Results out of an AnnData: an activity AnnData, tidy weight tables."""
+
+from ._get import activities, weights
+
+__all__ = ["activities", "weights"]

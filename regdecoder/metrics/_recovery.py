@@ -1,0 +1,88 @@
+"""Recovery of the ground truth from what rd.tl wrote into an AnnData."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from ..tl._model import Model
+from ..tl._validate import check_genes, check_key, get_matrix, to_dense
+from ._pcc import match_factors, mse, pearson_columns
+
+
+def _latents(adata: AnnData, key: str) -> pd.DataFrame:
+    check_key(adata, key)
+    z = np.asarray(adata.obsm[key])
+    names = adata.uns.get(key, {}).get("latent_names")
+    names = list(map(str, names)) if names is not None else [f"latent_{i}" for i in range(z.shape[1])]
+    return pd.DataFrame(z, index=adata.obs_names, columns=names)
+
+
+def _truth(adata: AnnData, truth: str) -> pd.DataFrame:
+    check_key(adata, truth, hint="rd.sim.grn (ground truth lives in obsm['tf_activity'])")
+    t = adata.obsm[truth]
+    if not isinstance(t, pd.DataFrame):
+        t = pd.DataFrame(np.asarray(t), index=adata.obs_names, columns=[f"factor_{i}" for i in range(t.shape[1])])
+    return t
+
+
+def recovery(
+    adata: AnnData, key: str = "regdecoder", *, truth: str = "tf_activity", match: str = "auto"
+) -> pd.DataFrame:
+    """Per-factor recovery of the true activities by the learned latents.
+
+    Parameters
+    ----------
+    adata
+        Cells with learned latents in ``obsm[key]`` and true activities in
+        ``obsm[truth]`` (a DataFrame with factor names as columns, as rd.sim writes).
+    key
+        Where rd.tl wrote the latents.
+    truth
+        Where the true activities are.
+    match
+        ``'name'``: latent j is the factor of the same name (masked decoders, whose
+        latents are TFs). ``'hungarian'``: one-to-one assignment maximising |PCC|,
+        sign allowed (unmasked decoders). ``'auto'``: by name when every latent name
+        is a factor name, else Hungarian.
+
+    Returns
+    -------
+    A DataFrame indexed by true factor with ``latent`` (matched latent), ``pcc``
+    (signed Pearson correlation), ``abs_pcc``. Factors without a latent (e.g. TFs
+    dropped by ``tmin``) get NaN. Summary: ``df.pcc.mean()``.
+    """
+    z = _latents(adata, key)
+    t = _truth(adata, truth)
+    if match == "auto":
+        match = "name" if set(z.columns) <= set(t.columns) else "hungarian"
+    out = pd.DataFrame(index=pd.Index(t.columns, name="factor"), columns=["latent", "pcc", "abs_pcc"])
+    out["latent"] = None
+    if match == "name":
+        common = [c for c in t.columns if c in set(z.columns)]
+        if not common:
+            msg = f"No latent of obsm[{key!r}] is named like a factor of obsm[{truth!r}]; use match='hungarian'."
+            raise ValueError(msg)
+        r = pearson_columns(t[common].to_numpy(), z[common].to_numpy())
+        out.loc[common, "latent"] = common
+        out.loc[common, "pcc"] = r
+    elif match == "hungarian":
+        ti, zi = match_factors(t.to_numpy(), z.to_numpy())
+        r = pearson_columns(t.to_numpy()[:, ti], z.to_numpy()[:, zi])
+        out.iloc[ti, 0] = z.columns[zi].to_numpy()
+        out.iloc[ti, 1] = r
+    else:
+        msg = f"`match` must be 'auto', 'name' or 'hungarian', got {match!r}."
+        raise ValueError(msg)
+    out["pcc"] = out["pcc"].astype(float)
+    out["abs_pcc"] = out["pcc"].abs()
+    return out
+
+
+def reconstruction_error(adata: AnnData, model: Model, key: str = "regdecoder", *, layer: str | None = None) -> float:
+    """Mean squared error between the expression and the model's decoding of ``obsm[key]``."""
+    check_key(adata, key)
+    order = check_genes(adata.var_names, model.var_names)
+    x = to_dense(get_matrix(adata, layer))[:, order]
+    return mse(x, model.decode(np.asarray(adata.obsm[key])))

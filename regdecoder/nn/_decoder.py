@@ -1,0 +1,155 @@
+"""Decoders: one masked (or dense) linear layer, or an MLP."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from ._sparse import SparseLinear
+
+_OUTPUTS = ("relu", "linear")
+
+
+@dataclass
+class DecoderConfig:
+    """Everything needed to rebuild a decoder (stored in saved models).
+
+    Attributes
+    ----------
+    n_genes
+        Output dimension.
+    n_latent
+        Latent dimension (TFs for a masked decoder).
+    hidden
+        Hidden layer widths; empty for a one-layer decoder.
+    bias
+        Learn an additive bias per output (and per hidden unit).
+    output
+        Output activation, ``'relu'`` (the paper's GRN decoder) or ``'linear'``.
+    masked
+        One-layer decoder whose weights are restricted to a network (``SparseLinear``).
+    impl
+        SparseLinear kernel, ``'auto'``, ``'dense'`` or ``'sparse'``.
+    """
+
+    n_genes: int
+    n_latent: int
+    hidden: tuple[int, ...] = field(default_factory=tuple)
+    bias: bool = False
+    output: str = "relu"
+    masked: bool = False
+    impl: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.hidden = tuple(int(h) for h in self.hidden)
+        if self.output not in _OUTPUTS:
+            msg = f"`output` must be one of {_OUTPUTS}, got {self.output!r}."
+            raise ValueError(msg)
+        if self.masked and self.hidden:
+            msg = "A masked (network) decoder has one layer; use `hidden=()` with a net."
+            raise ValueError(msg)
+        if self.n_latent < 1 or self.n_genes < 1:
+            msg = f"A decoder needs n_latent >= 1 and n_genes >= 1, got {self.n_latent} and {self.n_genes}."
+            raise ValueError(msg)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+
+class Decoder(nn.Module):
+    """Map latents ``z`` (``batch x n_latent``) to expression (``batch x n_genes``).
+
+    With ``config.masked`` the decoder is one :class:`SparseLinear` layer on the edges
+    ``(rows, cols)`` (gene index, latent index); otherwise one dense linear layer, or
+    an MLP when ``config.hidden`` is not empty. The output activation is applied last.
+    """
+
+    def __init__(
+        self, config: DecoderConfig, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None
+    ) -> None:
+        super().__init__()
+        self.config = config
+        if config.masked:
+            if rows is None or cols is None:
+                msg = "A masked decoder needs the edge list (`rows`, `cols`)."
+                raise ValueError(msg)
+            self.layers = nn.ModuleList(
+                [SparseLinear(config.n_latent, config.n_genes, rows, cols, bias=config.bias, impl=config.impl)]
+            )
+        else:
+            sizes = [config.n_latent, *config.hidden, config.n_genes]
+            self.layers = nn.ModuleList(
+                [nn.Linear(a, b, bias=config.bias) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+            )
+
+    @property
+    def one_layer(self) -> bool:
+        """True when the decoder is a single (masked or dense) linear layer."""
+        return len(self.layers) == 1
+
+    @property
+    def n_weights(self) -> int:
+        """Free weights: unmasked weights of every layer (biases excluded)."""
+        return sum(layer.nnz if isinstance(layer, SparseLinear) else layer.weight.numel() for layer in self.layers)
+
+    @property
+    def n_weights_dense(self) -> int:
+        """Weights counting every entry of each weight matrix, masked or not (biases excluded)."""
+        return sum(layer.in_features * layer.out_features for layer in self.layers)
+
+    @property
+    def n_bias(self) -> int:
+        return sum(layer.bias.numel() for layer in self.layers if layer.bias is not None)
+
+    def linear(self, z: torch.Tensor) -> torch.Tensor:
+        """Output before the final activation."""
+        h = z
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if i < len(self.layers) - 1:
+                h = torch.relu(h)
+        return h
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.linear(z)
+        return torch.relu(h) if self.config.output == "relu" else h
+
+    # Helpers for one-layer solvers: the weight matrix as a dense tensor.
+    def get_weight(self) -> torch.Tensor:
+        """Dense ``n_genes x n_latent`` weight matrix of a one-layer decoder."""
+        self._need_one_layer()
+        return self.layers[0].weight.detach()
+
+    @torch.no_grad()
+    def set_weight(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+        """Write a dense weight matrix (values off the mask are ignored) and bias."""
+        self._need_one_layer()
+        layer = self.layers[0]
+        if isinstance(layer, SparseLinear):
+            layer.values.copy_(weight[layer.rows, layer.cols])
+        else:
+            layer.weight.copy_(weight)
+        if bias is not None and layer.bias is not None:
+            layer.bias.copy_(bias)
+
+    def get_bias(self) -> torch.Tensor | None:
+        self._need_one_layer()
+        b = self.layers[0].bias
+        return None if b is None else b.detach()
+
+    def get_mask(self) -> torch.Tensor:
+        """Boolean ``n_genes x n_latent`` mask of a one-layer decoder (all True if dense)."""
+        self._need_one_layer()
+        layer = self.layers[0]
+        if isinstance(layer, SparseLinear):
+            return layer.mask
+        return torch.ones_like(layer.weight, dtype=torch.bool)
+
+    def _need_one_layer(self) -> None:
+        if not self.one_layer:
+            msg = "This operation needs a one-layer decoder; this one has hidden layers."
+            raise ValueError(msg)

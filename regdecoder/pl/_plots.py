@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from anndata import AnnData
+
+from ..metrics import recovery as _recovery
+from ..metrics._recovery import _latents, _truth
+from ..tl._validate import check_key
+
+
+def _finish(fig, show: bool | None, return_fig: bool):
+    if return_fig:
+        return fig
+    if show or (show is None and plt.isinteractive()):
+        plt.show()
+    return None
+
+
+def recovery(
+    adata: AnnData,
+    key: str = "regdecoder",
+    *,
+    truth: str = "tf_activity",
+    tfs: Sequence[str] | None = None,
+    n_examples: int = 3,
+    match: str = "auto",
+    show: bool | None = None,
+    return_fig: bool = False,
+):
+    """True against inferred activity for a few TFs, and the distribution of per-TF PCC.
+
+    Parameters
+    ----------
+    adata
+        Cells with ``obsm[key]`` (from rd.tl) and ``obsm[truth]`` (from rd.sim).
+    key
+        Where rd.tl wrote the latents.
+    truth
+        Where the true activities are.
+    tfs
+        Factors to scatter; by default ``n_examples`` of them spread over the ranking
+        by signed PCC (the best, the median and the worst for 3).
+    n_examples
+        Number of factors to scatter when ``tfs`` is None.
+    match
+        As in :func:`regdecoder.metrics.recovery`.
+    show, return_fig
+        Show the figure, or return it.
+    """
+    table = _recovery(adata, key, truth=truth, match=match).dropna(subset=["pcc"])
+    z = _latents(adata, key)
+    t = _truth(adata, truth)
+    if tfs is None:
+        ranked = table.sort_values("pcc", ascending=False).index
+        picks = np.unique(np.linspace(0, len(ranked) - 1, min(n_examples, len(ranked))).round().astype(int))
+        tfs = [ranked[i] for i in picks]
+    missing = [f for f in tfs if f not in table.index]
+    if missing:
+        msg = f"Factors {missing} have no matched latent in obsm[{key!r}]."
+        raise KeyError(msg)
+    fig, axes = plt.subplots(1, len(tfs) + 1, figsize=(3.2 * (len(tfs) + 1), 3.2), layout="constrained")
+    for ax, f in zip(axes[:-1], tfs, strict=True):
+        ax.scatter(t[f], z[table.loc[f, "latent"]], s=6, alpha=0.6, linewidths=0)
+        ax.set_title(f"{f}  PCC {table.loc[f, 'pcc']:.3f}", fontsize=10)
+        ax.set_xlabel("true activity")
+        ax.set_ylabel("inferred activity")
+    ax = axes[-1]
+    ax.hist(table["pcc"], bins=np.linspace(min(-1.0, table["pcc"].min()), 1.0, 41), color="0.3")
+    ax.axvline(table["pcc"].mean(), color="C3", lw=1)
+    ax.set_title(f"signed PCC, mean {table['pcc'].mean():.3f}", fontsize=10)
+    ax.set_xlabel("per-TF signed PCC")
+    ax.set_ylabel("TFs")
+    return _finish(fig, show, return_fig)
+
+
+def loss(
+    adata: AnnData,
+    key: str = "regdecoder",
+    *,
+    x: str = "epoch",
+    ax: plt.Axes | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
+):
+    """Training loss per epoch (``x='epoch'``) or against training seconds (``x='seconds'``)."""
+    check_key(adata, key, where="uns")
+    hist = adata.uns[key].get("history")
+    if hist is None or len(hist.get("loss", [])) == 0:
+        msg = f"adata.uns[{key!r}] has no loss history; it is written by rd.tl.fit_decoder."
+        raise KeyError(msg)
+    y = np.asarray(hist["loss"])
+    if x == "epoch":
+        xs, xlabel = np.arange(1, len(y) + 1), "epoch"
+    elif x == "seconds":
+        xs, xlabel = np.asarray(hist["seconds"]), "training seconds"
+    else:
+        msg = f"`x` must be 'epoch' or 'seconds', got {x!r}."
+        raise ValueError(msg)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4, 3), layout="constrained")
+    else:
+        fig = ax.figure
+    ax.plot(xs, y)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("training loss (per entry)")
+    solver = adata.uns[key].get("params", {}).get("solver", "")
+    ax.set_title(f"{key} ({solver})", fontsize=10)
+    return _finish(fig, show, return_fig)

@@ -1,0 +1,5 @@
+"""Preprocessing helpers."""
+
+from ._split import split
+
+__all__ = ["split"]

@@ -1,0 +1,21 @@
+"""Pure-PyTorch training: censored ALS for one-layer decoders and the gradient engine."""
+
+from ._als import censored_loss, fit_als, solve_latents
+from ._common import RowAdam, RowSGD, resolve_device
+from ._engine import FAST, PAPER, Recipe, fit_gradient, infer_gradient
+from ._orient import orient
+
+__all__ = [
+    "FAST",
+    "PAPER",
+    "Recipe",
+    "RowAdam",
+    "RowSGD",
+    "censored_loss",
+    "fit_als",
+    "fit_gradient",
+    "infer_gradient",
+    "orient",
+    "resolve_device",
+    "solve_latents",
+]

@@ -1,0 +1,62 @@
+"""Orientation of a one-layer decoder's latents (sign and scale).
+
+The model ``x = ReLU(W z + b)`` is unchanged by ``z_j -> c z_j, w_j -> w_j / c`` for any
+``c != 0``. We fix ``c`` once, after training, so every solver reports the same thing:
+
+1. **Scale**: the weights of each latent have root-mean-square 1 over its edges, so
+   an activity is in units of expression per unit regulation strength.
+2. **Sign**, by the first rule that applies to the latent:
+
+   ``'prior'``
+       the prior network is signed (it has both positive and negative weights):
+       the learned weights must agree with the prior's signs, ``sum_i sign(prior_ij)
+       w_ij > 0``. A repressor's activity then rises when its targets fall.
+   ``'mean'``
+       no signed prior and no bias: the mean activity over the training cells is
+       positive (TF levels are non-negative, as in the simulator).
+   ``'skew'``
+       no signed prior, with a bias (the mean is then not identified): the activity's
+       distribution is right-skewed, as levels of a non-negative quantity usually are.
+
+The rule used for each latent is recorded, and the decoder is flipped with it, so
+test-time inference on new cells inherits the orientation.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._als import normalise_scale
+
+
+def orient(
+    weight: torch.Tensor,
+    z: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    prior_sign: torch.Tensor | None,
+    has_bias: bool,
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Return rescaled and sign-fixed ``(weight, z)`` and the rule used per latent."""
+    weight, z = normalise_scale(weight, z, mask)
+    n_latent = weight.shape[1]
+    sign = torch.zeros(n_latent, dtype=weight.dtype, device=weight.device)
+    rules = [""] * n_latent
+    signed_prior = prior_sign is not None and bool((prior_sign > 0).any()) and bool((prior_sign < 0).any())
+    if signed_prior:
+        agreement = (weight * prior_sign.to(weight.dtype)).sum(0)
+        sign = torch.sign(agreement)
+    if has_bias:
+        zc = z - z.mean(0)
+        fallback = torch.sign((zc**3).mean(0))
+        fallback_rule = "skew"
+    else:
+        fallback = torch.sign(z.mean(0))
+        fallback_rule = "mean"
+    for j in range(n_latent):
+        if sign[j] != 0:
+            rules[j] = "prior"
+        else:
+            sign[j] = fallback[j] if fallback[j] != 0 else 1.0
+            rules[j] = fallback_rule
+    return weight * sign, z * sign, rules

@@ -1,0 +1,38 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+
+import regdecoder as rd  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def _small_grn():
+    # ~30 targets per TF, decoder load alpha_d ~ 13: recovery should be near perfect.
+    return rd.sim.grn(n_obs=340, n_genes=120, n_tfs=8, density=0.25, noise=0.1, seed=3)
+
+
+@pytest.fixture
+def small_grn(_small_grn):
+    """A fresh copy of a small simulated GRN data set."""
+    return _small_grn.copy()
+
+
+@pytest.fixture
+def split_grn(small_grn):
+    return rd.pp.split(small_grn, n_test=40, seed=0)
+
+
+@pytest.fixture(scope="session")
+def _fitted(_small_grn):
+    train, test = rd.pp.split(_small_grn, n_test=40, seed=0)
+    model = rd.tl.fit_decoder(train, net=train.uns["sim"]["net"], progress=False, seed=0)
+    return model, train, test
+
+
+@pytest.fixture
+def fitted(_fitted):
+    """(model, train, test): a masked decoder fitted on the small GRN (train has results)."""
+    model, train, test = _fitted
+    return model, train.copy(), test.copy()

@@ -1,0 +1,279 @@
+"""The AnnData front end: fit_decoder, infer, Model save/load, and bad input."""
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import sparse
+
+import regdecoder as rd
+
+
+def test_fit_writes_the_data_contract(fitted):
+    model, train, _ = fitted
+    n_tfs = train.obsm["tf_activity"].shape[1]
+    z = train.obsm["regdecoder"]
+    assert isinstance(z, np.ndarray) and z.dtype == np.float32 and z.shape == (train.n_obs, n_tfs)
+    w = train.varm["regdecoder_weights"]
+    assert w.shape == (train.n_vars, n_tfs)
+    true_w = train.varm["true_weights"].to_numpy()
+    assert (w[true_w == 0] == 0).all()  # learned weights only on the network's edges
+    uns = train.uns["regdecoder"]
+    assert list(uns["latent_names"]) == list(train.obsm["tf_activity"].columns)
+    assert uns["params"]["solver"] == "als" and uns["params"]["seed"] == 0
+    assert len(uns["history"]["loss"]) == len(uns["history"]["seconds"]) >= 1
+    nnz = int((true_w != 0).sum())
+    n, m, N = train.n_vars, n_tfs, train.n_obs
+    assert uns["load"]["alpha_d"] == pytest.approx(N * n / (nnz + N * m))
+    assert uns["load"]["alpha_d_all_weights"] == pytest.approx(N * n / (n * m + N * m))
+    assert set(uns["orientation"]) == {"prior"}
+
+
+def test_recovers_tf_activities_with_the_right_sign(fitted):
+    model, train, test = fitted
+    assert rd.metrics.recovery(train).pcc.mean() > 0.99
+    rd.tl.infer(test, model)
+    rec = rd.metrics.recovery(test)
+    assert rec.pcc.mean() > 0.99 and rec.pcc.min() > 0.95
+    # learned weights correlate positively with the true ones (signs right)
+    w = train.varm["regdecoder_weights"]
+    true_w = train.varm["true_weights"].to_numpy()
+    # per TF (each latent has its own scale)
+    r = [np.corrcoef(w[true_w[:, j] != 0, j], true_w[true_w[:, j] != 0, j])[0, 1] for j in range(w.shape[1])]
+    assert min(r) > 0.8 and np.mean(r) > 0.85
+
+
+def test_unsigned_prior_uses_mean_rule_and_keeps_sign(split_grn):
+    train, test = split_grn
+    net = train.uns["sim"]["net"].drop(columns="weight")
+    model = rd.tl.fit_decoder(train, net=net, progress=False)
+    assert set(model.orientation) == {"mean"}
+    rd.tl.infer(test, model)
+    assert rd.metrics.recovery(test).pcc.mean() > 0.99
+
+
+def test_signed_prior_decides_the_sign(split_grn):
+    train, _ = split_grn
+    net = train.uns["sim"]["net"].copy()
+    net["weight"] = -net["weight"]  # a prior that claims every edge the other way round
+    rd.tl.fit_decoder(train, net=net, progress=False)
+    assert rd.metrics.recovery(train).pcc.mean() < -0.99
+
+
+def test_bias_and_skew_rule(split_grn):
+    train, test = split_grn
+    net = train.uns["sim"]["net"].assign(weight=1.0)
+    model = rd.tl.fit_decoder(train, net=net, bias=True, progress=False)
+    assert set(model.orientation) == {"skew"}
+    rd.tl.infer(test, model)
+    assert rd.metrics.recovery(test).pcc.mean() > 0.98
+
+
+def test_same_seed_same_result_and_x_untouched(small_grn):
+    before = small_grn.X.copy()
+    net = small_grn.uns["sim"]["net"]
+    for solver in ("als", "gradient"):
+        kw = {"solver": solver, "progress": False, "max_epochs": 5 if solver == "gradient" else 10}
+        a = small_grn.copy()
+        rd.tl.fit_decoder(a, net=net, seed=1, **kw)
+        b = small_grn.copy()
+        rd.tl.fit_decoder(b, net=net, seed=1, **kw)
+        np.testing.assert_array_equal(a.obsm["regdecoder"], b.obsm["regdecoder"])
+        np.testing.assert_array_equal(a.X, before)
+    c = small_grn.copy()
+    rd.tl.fit_decoder(c, net=net, seed=2, solver="gradient", max_epochs=5, progress=False)
+    assert not np.array_equal(c.obsm["regdecoder"], a.obsm["regdecoder"])
+
+
+def test_sparse_and_dense_x_agree(small_grn):
+    net = small_grn.uns["sim"]["net"]
+    dense = small_grn.copy()
+    sp = small_grn.copy()
+    sp.X = sparse.csr_matrix(sp.X)
+    rd.tl.fit_decoder(dense, net=net, progress=False, max_epochs=10)
+    rd.tl.fit_decoder(sp, net=net, progress=False, max_epochs=10)
+    assert sparse.issparse(sp.X)  # not densified in place
+    np.testing.assert_allclose(dense.obsm["regdecoder"], sp.obsm["regdecoder"], rtol=1e-4, atol=1e-4)
+
+
+def test_layer_is_used(small_grn):
+    ad = small_grn.copy()
+    ad.layers["expr"] = ad.X.copy()
+    ad.X = np.zeros_like(ad.X)
+    rd.tl.fit_decoder(ad, net=ad.uns["sim"]["net"], layer="expr", progress=False)
+    assert rd.metrics.recovery(ad).pcc.mean() > 0.99
+
+
+def test_paper_preset_runs_the_paper_recipe(split_grn):
+    train, test = split_grn
+    model = rd.tl.fit_decoder(train, net=train.uns["sim"]["net"], preset="paper", max_epochs=3, progress=False)
+    p = train.uns["regdecoder"]["params"]
+    assert p["solver"] == "gradient" and p["preset"] == "paper"
+    assert p["recipe"]["batch_size"] == 32 and p["recipe"]["lr_z"] == 0.01 and p["recipe"]["momentum_z"] == 0.9
+    assert p["recipe"]["reduction"] == "sum" and p["recipe"]["max_epochs"] == 3
+    assert len(train.uns["regdecoder"]["history"]["loss"]) == 3
+    rd.tl.infer(test, model)  # runs; recovery after 3 epochs is not expected to be good
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("noise", [0.0, 0.2])
+def test_paper_recipe_recovers_in_the_paper_setting(noise):
+    # Paper setting (n=1000 genes, m=100 TFs, density 0.1); the paper's recipe passes
+    # signed PCC 0.99 on held-out cells after ~150-200 epochs at N=1,000.
+    ad = rd.sim.grn(n_obs=1100, noise=noise, seed=0)
+    train, test = rd.pp.split(ad, n_test=100, seed=0)
+    model = rd.tl.fit_decoder(train, net=train.uns["sim"]["net"], preset="paper", max_epochs=250, progress=False)
+    rd.tl.infer(test, model)
+    assert rd.metrics.recovery(test).pcc.mean() > 0.985
+
+
+def test_unmasked_and_mlp_decoders(split_grn):
+    train, test = split_grn
+    model = rd.tl.fit_decoder(train, n_latent=8, progress=False)
+    assert model.config.masked is False and train.varm["regdecoder_weights"].shape == (train.n_vars, 8)
+    rd.tl.infer(test, model)
+    rec = rd.metrics.recovery(test, match="hungarian")
+    assert rec.latent.notna().all()
+    assert rd.metrics.reconstruction_error(test, model) < 0.5 * float(np.var(test.X))
+    mlp = rd.tl.fit_decoder(train, n_latent=8, hidden=(32,), max_epochs=20, progress=False, key_added="mlp")
+    assert "mlp_weights" not in train.varm and train.uns["mlp"]["params"]["solver"] == "gradient"
+    err0 = rd.metrics.mse(test.X, mlp.decode(np.tile(mlp.z_mean.numpy(), (test.n_obs, 1))))
+    rd.tl.infer(test, mlp, key_added="mlp", max_iter=200)
+    assert rd.metrics.reconstruction_error(test, mlp, "mlp") < err0
+
+
+def test_infer_copy_and_gene_order(fitted):
+    model, _, test = fitted
+    out = rd.tl.infer(test, model, copy=True)
+    assert "regdecoder" not in test.obsm and "regdecoder" in out.obsm
+    shuffled = test[:, test.var_names[::-1]].copy()
+    rd.tl.infer(shuffled, model)
+    np.testing.assert_allclose(shuffled.obsm["regdecoder"], out.obsm["regdecoder"], rtol=1e-4, atol=1e-5)
+
+
+def test_infer_matches_least_squares_when_nothing_is_censored(fitted):
+    model, _, test = fitted
+    w = model.weights.astype(np.float64)
+    z = np.abs(np.random.default_rng(0).normal(size=(10, w.shape[1]))) + 3
+    x = w @ z.T
+    assert (x > 0).mean() < 1  # some censoring in the raw product...
+    x = np.maximum(x.T, 0)
+    z_hat, _ = model.infer_latents(torch.tensor(x, dtype=torch.float32), max_iter=500, tol=1e-9)
+    # ...and the censored solution reproduces the generating latents
+    np.testing.assert_allclose(z_hat.numpy(), z, rtol=1e-3, atol=1e-3)
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+    model, _, test = fitted
+    path = tmp_path / "model.pt"
+    model.save(path)
+    blob = torch.load(path, weights_only=True)  # safe loading works
+    assert blob["var_names"] == model.var_names
+    loaded = rd.tl.Model.load(path)
+    assert loaded.latent_names == model.latent_names and loaded.orientation == model.orientation
+    a = rd.tl.infer(test, model, copy=True)
+    b = rd.tl.infer(test, loaded, copy=True)
+    np.testing.assert_array_equal(a.obsm["regdecoder"], b.obsm["regdecoder"])
+    other = test[:, :-1].copy()
+    with pytest.raises(ValueError, match="genes differ"):
+        rd.tl.infer(other, loaded)
+
+
+def test_load_rejects_other_files(tmp_path):
+    p = tmp_path / "x.pt"
+    torch.save({"a": torch.zeros(1)}, p)
+    with pytest.raises(ValueError, match="not a regdecoder model"):
+        rd.tl.Model.load(p)
+    with pytest.raises(FileNotFoundError):
+        rd.tl.Model.load(tmp_path / "missing.pt")
+
+
+def test_mlp_save_load(split_grn, tmp_path):
+    train, _ = split_grn
+    m = rd.tl.fit_decoder(train, n_latent=3, hidden=(16,), max_epochs=2, progress=False)
+    m.save(tmp_path / "m.pt")
+    loaded = rd.tl.Model.load(tmp_path / "m.pt")
+    z = np.ones((2, 3), dtype=np.float32)
+    np.testing.assert_array_equal(m.decode(z), loaded.decode(z))
+
+
+# ----------------------------------------------------------------- bad input
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_inf_rejected(small_grn, bad):
+    small_grn.X[3, 4] = bad
+    with pytest.raises(ValueError, match="NaN"):
+        rd.tl.fit_decoder(small_grn, net=small_grn.uns["sim"]["net"], progress=False)
+
+
+def test_nan_in_sparse_rejected(small_grn):
+    x = small_grn.X.copy()
+    x[0, x[0] > 0] = np.nan
+    small_grn.X = sparse.csr_matrix(x)
+    with pytest.raises(ValueError, match="NaN"):
+        rd.tl.fit_decoder(small_grn, net=small_grn.uns["sim"]["net"], progress=False)
+
+
+def test_net_errors(small_grn):
+    net = small_grn.uns["sim"]["net"]
+    with pytest.raises(KeyError, match="Rename"):
+        rd.tl.fit_decoder(small_grn, net=net.rename(columns={"source": "tf"}), progress=False)
+    with pytest.raises(ValueError, match="duplicate"):
+        rd.tl.fit_decoder(small_grn, net=pd.concat([net, net.head(2)]), progress=False)
+    with pytest.raises(ValueError, match="No target gene"):
+        rd.tl.fit_decoder(small_grn, net=net.assign(target=net.target.str.lower()), progress=False)
+    with pytest.raises(ValueError, match="missing or non-numeric"):
+        rd.tl.fit_decoder(small_grn, net=net.assign(weight=np.nan), progress=False)
+    with pytest.raises(TypeError, match="DataFrame"):
+        rd.tl.fit_decoder(small_grn, net=net.to_numpy(), progress=False)
+    with pytest.raises(ValueError, match="not both"):
+        rd.tl.fit_decoder(small_grn, net=net, n_latent=3, progress=False)
+    with pytest.raises(ValueError, match="n_latent"):
+        rd.tl.fit_decoder(small_grn, progress=False)
+
+
+def test_tmin_drops_small_regulons_with_a_message(small_grn, caplog):
+    net = small_grn.uns["sim"]["net"]
+    small_tf = net.source.iloc[0]
+    keep = net[(net.source != small_tf) | (net.index.isin(net.index[net.source == small_tf][:2]))]
+    with caplog.at_level(logging.INFO, logger="regdecoder"):
+        model = rd.tl.fit_decoder(small_grn, net=keep, tmin=5, progress=False)
+    assert small_tf not in model.latent_names and len(model.latent_names) == 7
+    assert "fewer than tmin=5" in caplog.text and small_tf in caplog.text
+    rec = rd.metrics.recovery(small_grn)
+    assert np.isnan(rec.loc[small_tf, "pcc"]) and rec.pcc.notna().sum() == 7
+    with pytest.raises(ValueError, match="tmin"):
+        rd.tl.fit_decoder(small_grn, net=keep, tmin=10_000, progress=False)
+
+
+def test_empty_and_missing_layer(small_grn):
+    net = small_grn.uns["sim"]["net"]
+    with pytest.raises(ValueError, match="empty"):
+        rd.tl.fit_decoder(small_grn[:0].copy(), net=net, progress=False)
+    with pytest.raises(KeyError, match="Layer 'counts' not found"):
+        rd.tl.fit_decoder(small_grn, net=net, layer="counts", progress=False)
+
+
+def test_bad_options(small_grn):
+    net = small_grn.uns["sim"]["net"]
+    with pytest.raises(ValueError, match="solver"):
+        rd.tl.fit_decoder(small_grn, net=net, solver="lbfgs")
+    with pytest.raises(ValueError, match="preset"):
+        rd.tl.fit_decoder(small_grn, net=net, solver="als", preset="paper")
+    with pytest.raises(ValueError, match="recipe"):
+        rd.tl.fit_decoder(small_grn, net=net, solver="gradient", recipe={"nope": 1})
+    with pytest.raises(ValueError, match="hidden"):
+        rd.tl.fit_decoder(small_grn, net=net, hidden=(4,))
+    with pytest.raises(TypeError, match="Model"):
+        rd.tl.infer(small_grn, "model.pt")
+
+
+def test_h5ad_round_trip(fitted, tmp_path):
+    _, train, _ = fitted
+    train.write_h5ad(tmp_path / "a.h5ad")
+    import anndata as ad
+
+    back = ad.read_h5ad(tmp_path / "a.h5ad")
+    np.testing.assert_array_equal(back.obsm["regdecoder"], train.obsm["regdecoder"])
+    assert list(back.uns["regdecoder"]["latent_names"]) == list(train.uns["regdecoder"]["latent_names"])
