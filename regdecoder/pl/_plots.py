@@ -68,7 +68,10 @@ def recovery(
         ax.set_xlabel("true activity")
         ax.set_ylabel("inferred activity")
     ax = axes[-1]
-    ax.hist(table["pcc"], bins=np.linspace(min(-1.0, table["pcc"].min()), 1.0, 41), color="0.3")
+    lo = float(table["pcc"].min())
+    ax.hist(table["pcc"], bins=np.linspace(lo - 0.05 * (1.0 - lo) - 1e-4, 1.0, 31), color="0.3")
+    if lo < 0:
+        ax.axvline(0.0, color="0.6", lw=0.8, ls="--")
     ax.axvline(table["pcc"].mean(), color="C3", lw=1)
     ax.set_title(f"signed PCC, mean {table['pcc'].mean():.3f}", fontsize=10)
     ax.set_xlabel("per-TF signed PCC")

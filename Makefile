@@ -1,0 +1,33 @@
+# Two commands for a fresh machine:
+#   make demo   set up .venv and run the end-to-end demo (results in results_demo/)
+#   make test   set up .venv and run the test suite
+# torch: the pinned CPU build is installed first so that the project's `torch>=2.2`
+# requirement installs nothing more; override TORCH to use another build, e.g.
+#   make test TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+PY := $(VENV)/bin/python
+
+.PHONY: demo test setup bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: setup
+	$(PY) -m regdecoder.demo --out results_demo
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) benchmarks/speed.py
+
+clean:
+	rm -rf $(VENV) results_demo

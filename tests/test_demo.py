@@ -1,0 +1,34 @@
+import anndata as ad
+import pandas as pd
+
+import regdecoder as rd
+from regdecoder import demo
+
+
+def test_demo_writes_results_and_recovers(tmp_path):
+    summary = demo.main(
+        [
+            "--out",
+            str(tmp_path),
+            "--n-train",
+            "300",
+            "--n-test",
+            "50",
+            "--n-genes",
+            "300",
+            "--n-tfs",
+            "20",
+            "--noise",
+            "0.1",
+        ]
+    )
+    for name in ("train.h5ad", "test.h5ad", "model.pt", "recovery.png", "loss.png", "recovery_test.csv"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert summary["test_pcc_mean"] > 0.99
+    test = ad.read_h5ad(tmp_path / "test.h5ad")
+    table = pd.read_csv(tmp_path / "recovery_test.csv", index_col=0)
+    assert table.pcc.mean() == summary["test_pcc_mean"]
+    # the saved model reproduces the saved activities
+    model = rd.tl.Model.load(tmp_path / "model.pt")
+    again = rd.tl.infer(test, model, copy=True)
+    assert (again.obsm["regdecoder"] == test.obsm["regdecoder"]).all()
