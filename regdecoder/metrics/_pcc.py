@@ -25,15 +25,21 @@ def pearson_columns(a, b) -> np.ndarray:
     if a.shape != b.shape:
         msg = f"`a` and `b` must have the same shape, got {a.shape} and {b.shape}."
         raise ValueError(msg)
+    constant = (np.ptp(a, axis=0) == 0) | (np.ptp(b, axis=0) == 0)
     a = a - a.mean(0)
     b = b - b.mean(0)
     den = np.sqrt((a * a).sum(0) * (b * b).sum(0))
+    ok = ~constant & (den > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (a * b).sum(0) / np.where(den > 0, den, 1.0), np.nan)
+        return np.where(ok, (a * b).sum(0) / np.where(ok, den, 1.0), np.nan)
 
 
 def cross_correlation(a, b) -> np.ndarray:
-    """Pearson correlation of every column of ``a`` (rows of the result) with every column of ``b``."""
+    """Pearson correlation of every column of ``a`` (rows of the result) with every column of ``b``.
+
+    A constant column correlates 0 with everything here (not NaN), so that matching
+    (:func:`match_factors`) can still assign it.
+    """
     a, b = _as_2d(a, "a"), _as_2d(b, "b")
     if a.shape[0] != b.shape[0]:
         msg = f"`a` and `b` must have the same number of rows, got {a.shape[0]} and {b.shape[0]}."
