@@ -61,9 +61,7 @@ def recovery(
     if missing:
         msg = f"Factors {missing} have no matched latent in obsm[{key!r}]."
         raise KeyError(msg)
-    fig, axes = plt.subplots(
-        1, len(tfs) + 1, figsize=(3.2 * (len(tfs) + 1), 3.2), layout="constrained", squeeze=False
-    )
+    fig, axes = plt.subplots(1, len(tfs) + 1, figsize=(3.2 * (len(tfs) + 1), 3.2), layout="constrained", squeeze=False)
     axes = axes[0]
     for ax, f in zip(axes[:-1], tfs, strict=True):
         ax.scatter(t[f], z[table.loc[f, "latent"]], s=6, alpha=0.6, linewidths=0)
