@@ -277,3 +277,17 @@ def test_h5ad_round_trip(fitted, tmp_path):
     back = ad.read_h5ad(tmp_path / "a.h5ad")
     np.testing.assert_array_equal(back.obsm["regdecoder"], train.obsm["regdecoder"])
     assert list(back.uns["regdecoder"]["latent_names"]) == list(train.uns["regdecoder"]["latent_names"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(split_grn):
+    train, test = split_grn
+    net = train.uns["sim"]["net"]
+    a, b = train.copy(), train.copy()
+    cpu = rd.tl.fit_decoder(a, net=net, device="cpu", progress=False)
+    gpu = rd.tl.fit_decoder(b, net=net, device="cuda", progress=False)
+    assert gpu.device.type == "cuda"
+    np.testing.assert_allclose(a.obsm["regdecoder"], b.obsm["regdecoder"], rtol=1e-2, atol=1e-2)
+    ta, tb = rd.tl.infer(test, cpu, copy=True), rd.tl.infer(test, gpu, copy=True)
+    np.testing.assert_allclose(ta.obsm["regdecoder"], tb.obsm["regdecoder"], rtol=1e-2, atol=1e-2)
