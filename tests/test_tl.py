@@ -117,6 +117,14 @@ def test_paper_preset_runs_the_paper_recipe(split_grn):
     rd.tl.infer(test, model)  # runs; recovery after 3 epochs is not expected to be good
 
 
+def test_gradient_solver_from_the_als_start_recovers(split_grn):
+    train, test = split_grn
+    model = rd.tl.fit_decoder(train, net=train.uns["sim"]["net"], solver="gradient", max_epochs=50, progress=False)
+    assert train.uns["regdecoder"]["params"]["recipe"]["z_optimizer"] == "adam"
+    rd.tl.infer(test, model)
+    assert rd.metrics.recovery(test).pcc.mean() > 0.97
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("noise", [0.0, 0.2])
 def test_paper_recipe_recovers_in_the_paper_setting(noise):

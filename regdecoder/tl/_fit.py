@@ -12,7 +12,8 @@ import torch
 from anndata import AnnData
 
 from ..nn import Decoder, DecoderConfig
-from ..train import FAST, PAPER, fit_als, fit_gradient, orient, resolve_device
+from ..train import FAST, PAPER, fit_als, fit_gradient, orient, resolve_device, solve_latents
+from ..train._als import masked_pca_init
 from ._model import Model
 from ._validate import check_genes, get_matrix, prepare_net, to_dense
 
@@ -85,8 +86,10 @@ def fit_decoder(
     solver
         ``'als'``: censored alternating least squares (one-layer decoders; exact
         block updates, the fast default). ``'gradient'``: the gradient engine (per-
-        sample latent table, row-wise optimiser). ``'auto'`` picks ``'als'`` for a
-        one-layer decoder, else ``'gradient'``.
+        sample latent table, row-wise optimiser); for a one-layer decoder it starts
+        where ALS starts (masked PCA) unless ``preset='paper'``, which starts at random
+        as the paper does. ``'auto'`` picks ``'als'`` for a one-layer decoder, else
+        ``'gradient'``.
     preset
         ``'paper'`` runs the paper's recipe exactly (gradient engine, batch 32,
         Adam 1e-3 on weights, SGD 1e-2 momentum 0.9 on latents with a summed
@@ -251,7 +254,15 @@ def fit_decoder(
             msg = f"Unknown field in `recipe`: {err}. Valid fields: {list(base.to_dict())}."
             raise ValueError(msg) from None
         gen = torch.Generator().manual_seed(seed)
-        z0 = (torch.randn(x.shape[0], config.n_latent, generator=gen) * rec.z_init_std).to(dev)
+        if preset != "paper" and decoder.one_layer:
+            # Same start as the ALS solver: per-TF principal directions, then least-squares
+            # latents. From a random start the gradient engine often settles in poor optima.
+            with torch.no_grad():
+                w0 = masked_pca_init(x, decoder.get_mask(), prior_sign=prior_sign, n_iter=10, generator=gen)
+                decoder.set_weight(w0)
+                z0, _ = solve_latents(x, w0, None, relu=False)
+        else:  # the paper's recipe: random latents and PyTorch's default weight init
+            z0 = (torch.randn(x.shape[0], config.n_latent, generator=gen) * rec.z_init_std).to(dev)
         z, history = fit_gradient(
             decoder,
             x,
