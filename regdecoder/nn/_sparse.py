@@ -6,10 +6,26 @@ import warnings
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 #: Density below which :class:`SparseLinear` uses the sparse kernel when ``impl='auto'``.
-#: Chosen from ``benchmarks/sparse_linear.py`` (see the README's benchmark section).
-SPARSE_DENSITY_THRESHOLD = 0.05
+#: Measured with ``benchmarks/sparse_linear.py`` (20,000 genes x 1,000 TFs, uniform random
+#: masks, 2 CPU threads, torch 2.13; results in ``benchmarks/results/sparse_linear.csv``):
+#: for a training step (forward + backward) at batch 256 the sparse kernel was faster at
+#: every density up to 0.2 (8.2x at 0.01, 3.3x at 0.05, 2.1x at 0.1, 1.24x at 0.2), tied
+#: at 0.25 (0.99x) and slower from 0.3 (0.65x); higher densities were run with
+#: ``--densities 0.5 0.4 0.3 0.25 0.2 0.15 --batches 32 256``. The crossover moves down
+#: for larger batches (batch 2048: sparse 1.3x faster at 0.1, 0.78x at 0.15) and up for
+#: smaller ones (batch 32: faster up to 0.4); pass ``impl=`` to override.
+SPARSE_DENSITY_THRESHOLD = 0.2
+
+#: Smallest weight matrix (``out x in`` entries) for which ``impl='auto'`` considers the
+#: sparse kernel. Below it the sparse kernel's fixed cost per call dominates. Measured
+#: with ``benchmarks/sparse_linear.py --n-out N --n-in M --densities 0.1`` (2 threads):
+#: at 1,000 x 100 (the paper's GRN) dense was 1.3x (batch 32) and 1.6x (batch 256)
+#: faster per training step; at 2,000 x 200 sparse was 1.4x / 1.1x faster, at
+#: 3,000 x 300 1.8x / 1.0x.
+SPARSE_MIN_WEIGHTS = 250_000
 
 _IMPLS = ("auto", "dense", "sparse")
 
@@ -31,7 +47,8 @@ class SparseLinear(nn.Module):
         edges instead of ``out x in``.
 
     ``impl='auto'`` takes the sparse kernel when the mask density is below
-    :data:`SPARSE_DENSITY_THRESHOLD`.
+    :data:`SPARSE_DENSITY_THRESHOLD` and the dense matrix would have at least
+    :data:`SPARSE_MIN_WEIGHTS` entries.
 
     Parameters
     ----------
@@ -103,7 +120,8 @@ class SparseLinear(nn.Module):
         """The kernel actually used: ``'dense'`` or ``'sparse'``."""
         if self.impl != "auto":
             return self.impl
-        return "sparse" if self.density < SPARSE_DENSITY_THRESHOLD else "dense"
+        big = self.in_features * self.out_features >= SPARSE_MIN_WEIGHTS
+        return "sparse" if big and self.density < SPARSE_DENSITY_THRESHOLD else "dense"
 
     def reset_parameters(self) -> None:
         """Uniform init scaled by each output's number of inputs (Kaiming-like)."""
@@ -133,18 +151,27 @@ class SparseLinear(nn.Module):
         if self.kernel == "dense":
             out = z @ self.weight.T
         else:
-            out = _SparseMatmul.apply(z, self.values, self._csr_structure())
+            # The sparse product is 2-D: fold any leading batch dimensions, like ``z @ W.T`` does.
+            z2 = z.reshape(-1, z.shape[-1])
+            out = _SparseMatmul.apply(z2, self.values, self._csr_structure())
+            out = out.reshape(*z.shape[:-1], self.out_features)
         if self.bias is not None:
             out = out + self.bias
         return out
 
     def _csr_structure(self) -> dict[str, torch.Tensor | int]:
-        """CSR index arrays of ``W`` and of ``W.T`` (cached; they depend on the mask only)."""
+        """CSR index arrays of ``W`` and of ``W.T`` (cached; they depend on the mask only).
+
+        The cache is rebuilt when the ``rows``/``cols`` buffers move to another device or
+        are overwritten in place (e.g. by :meth:`load_state_dict`).
+        """
+        key = (self.rows.device, *_identity(self.rows), *_identity(self.cols))
         cache = getattr(self, "_csr_cache", None)
-        if cache is None or cache["crow"].device != self.rows.device:
+        if cache is None or cache["key"] != key:
             n_out, n_in = self.out_features, self.in_features
             t_order = torch.argsort(self.cols * n_out + self.rows)
             cache = {
+                "key": key,
                 "crow": _compress(self.rows, n_out),
                 "col": self.cols,
                 "t_crow": _compress(self.cols[t_order], n_in),
@@ -153,6 +180,7 @@ class SparseLinear(nn.Module):
                 "rows": self.rows,
                 "n_out": n_out,
                 "n_in": n_in,
+                "blocks": {},  # gene-blocked CSR pieces of W.T, per block size (see _input_grad)
             }
             self._csr_cache = cache
         return cache
@@ -162,6 +190,11 @@ class SparseLinear(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"nnz={self.nnz}, density={self.density:.3g}, bias={self.bias is not None}, kernel={self.kernel!r}"
         )
+
+
+def _identity(t: torch.Tensor) -> tuple[int, int | None]:
+    """Storage address and in-place version of a tensor (inference tensors have no version)."""
+    return t.data_ptr(), None if t.is_inference() else t._version
 
 
 def _compress(sorted_index: torch.Tensor, size: int) -> torch.Tensor:
@@ -188,24 +221,71 @@ class _SparseMatmul(torch.autograd.Function):
         return torch.sparse.mm(w, z.T).T
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):  # noqa: D102
         z, values = ctx.saved_tensors
         s = ctx.s
         grad_z = grad_values = None
         if ctx.needs_input_grad[0]:
-            wt = _csr(s["t_crow"], s["t_col"], values[s["t_order"]], (s["n_in"], s["n_out"]))
-            grad_z = torch.sparse.mm(wt, grad_out.T).T
+            grad_z = _input_grad(grad_out, values, s)
         if ctx.needs_input_grad[1]:
-            grad_values = _edge_products(grad_out, z, s["rows"], s["col"])
+            grad_values = _edge_products(grad_out, z, s)
         return grad_z, grad_values, None
 
 
-def _edge_products(a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """``sum_k a[k, rows[e]] * b[k, cols[e]]`` for every edge e, in bounded memory."""
-    nnz = rows.numel()
-    out = a.new_empty(nnz)
-    chunk = max(1, int(2**24 // max(1, a.shape[0])))  # ~64 MB of float32 per chunk
-    for s in range(0, nnz, chunk):
-        r, c = rows[s : s + chunk], cols[s : s + chunk]
-        out[s : s + chunk] = (a[:, r] * b[:, c]).sum(0)
-    return out
+#: Bytes of ``grad_out`` that one block of the blocked ``W.T @ grad_out.T`` product reads.
+#: Without blocking, every edge reads a ``batch``-long row scattered over all of
+#: ``grad_out`` (``n_out x batch``), which falls out of cache for large batches: at
+#: 20k genes x 1k TFs, density 0.1, batch 2048, the single product took ~7 s against
+#: ~1 s blocked (2 CPU cores); of 4, 8 and 16 MiB slices, 4-8 MiB did best.
+_GRAD_BLOCK_BYTES = 8 * 2**20
+_MIN_GRAD_BLOCK = 256
+
+
+def _input_grad(grad_out: torch.Tensor, values: torch.Tensor, s: dict) -> torch.Tensor:
+    """``grad_out @ W`` (``batch x n_in``), as ``W.T @ grad_out.T`` in blocks of genes."""
+    n_out, n_in = s["n_out"], s["n_in"]
+    batch = grad_out.shape[0]
+    block = max(_MIN_GRAD_BLOCK, _GRAD_BLOCK_BYTES // max(1, batch * grad_out.element_size()))
+    if block >= n_out:
+        wt = _csr(s["t_crow"], s["t_col"], values[s["t_order"]], (n_in, n_out))
+        return torch.sparse.mm(wt, grad_out.T).T
+    g_t = grad_out.T.contiguous()  # n_out x batch: each gene block is a contiguous slice
+    acc = grad_out.new_zeros(n_in, batch)
+    for start, stop, crow, col, order in _gene_blocks(s, block):
+        acc.addmm_(_csr(crow, col, values[order], (n_in, stop - start)), g_t[start:stop])
+    return acc.T
+
+
+def _gene_blocks(s: dict, block: int) -> list[tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """CSR pieces of ``W.T[:, start:stop]`` for consecutive gene blocks (cached per block size).
+
+    Each piece is ``(start, stop, crow, col, order)``: ``values[order]`` are its CSR values.
+    """
+    pieces = s["blocks"].get(block)
+    if pieces is None:
+        n_out, n_in = s["n_out"], s["n_in"]
+        rows, cols = s["rows"], s["col"]
+        # Row-major order of W.T within each gene block: by (block, col, row).
+        order = torch.argsort((rows // block) * (n_in * n_out) + cols * n_out + rows)
+        counts = torch.bincount(rows[order] // block, minlength=-(-n_out // block)).tolist()
+        pieces, offset = [], 0
+        for i, count in enumerate(counts):
+            start, stop = i * block, min((i + 1) * block, n_out)
+            o = order[offset : offset + count]
+            offset += count
+            if count:  # a gene block without edges adds nothing
+                pieces.append((start, stop, _compress(cols[o], n_in), rows[o] - start, o))
+        s["blocks"][block] = pieces
+    return pieces
+
+
+def _edge_products(a: torch.Tensor, b: torch.Tensor, s: dict) -> torch.Tensor:
+    """``sum_k a[k, rows[e]] * b[k, cols[e]]`` for every edge e, in CSR edge order.
+
+    A sampled dense-dense product (SDDMM): ``(a.T @ b)`` evaluated on the mask only, with
+    ``torch.sparse.sampled_addmm``; it needs no ``nnz x batch`` temporaries. (It replaced a
+    chunked gather, ``(a[:, rows] * b[:, cols]).sum(0)``, that was ~60x slower.)
+    """
+    pattern = _csr(s["crow"], s["col"], a.new_zeros(s["col"].numel()), (s["n_out"], s["n_in"]))
+    return torch.sparse.sampled_addmm(pattern, a.T, b, beta=0.0).values()

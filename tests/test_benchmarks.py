@@ -1,0 +1,31 @@
+"""The benchmark scripts run end to end (tiny sizes) so they cannot rot unnoticed."""
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_speed_quick(tmp_path):
+    df = _load("speed").main(["--quick", "--out", str(tmp_path / "speed.csv")])
+    assert (tmp_path / "speed.csv").exists() and (tmp_path / "speed.json").exists()
+    assert set(df.preset) == {"paper", "fast"}
+    fast = df[df.preset == "fast"].iloc[0]
+    # the time is read at the first epoch whose held-out PCC passed the target
+    assert fast.reached and fast.pcc_at_stop >= fast.target
+
+
+def test_sparse_linear_quick(tmp_path):
+    _load("sparse_linear").main(["--quick", "--out", str(tmp_path / "sl.csv")])
+    df = pd.read_csv(tmp_path / "sl.csv")
+    assert {"dense_fwd_bwd_ms", "sparse_fwd_bwd_ms"} <= set(df.columns)
+    assert (df.max_rel_diff < 1e-4).all()  # both kernels computed the same thing
