@@ -4,6 +4,7 @@ import importlib.util
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -29,3 +30,11 @@ def test_sparse_linear_quick(tmp_path):
     df = pd.read_csv(tmp_path / "sl.csv")
     assert {"dense_fwd_bwd_ms", "sparse_fwd_bwd_ms"} <= set(df.columns)
     assert (df.max_rel_diff < 1e-4).all()  # both kernels computed the same thing
+
+
+def test_recovery_quick(tmp_path):
+    df = _load("recovery").main(["--quick", "--out", str(tmp_path / "rec.csv")])
+    assert set(df.preset) == {"fast", "paper"}
+    back = pd.read_csv(tmp_path / "rec.csv")
+    assert back.pcc_mean.tolist() == pytest.approx(df.pcc_mean.tolist())
+    assert df.loc[df.preset == "fast", "pcc_mean"].iloc[0] > 0.9
