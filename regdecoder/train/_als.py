@@ -18,13 +18,12 @@ least-squares problem over ``(W, b, Z)`` and the imputed values ``y``: each bloc
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import torch
 
 from ..nn import Decoder
-from ._common import progress_bar
+from ._common import EpochLog
 
 _CHUNK_ELEMENTS = 2**25  # bound on a temporary (N x n) block or (genes x K x K) stack
 
@@ -231,14 +230,11 @@ def fit_als(
     n_cells, n_genes = x.shape
     n_elem = n_cells * n_genes
 
-    t_start = time.perf_counter()
-    paused = 0.0
+    log = EpochLog(max_epochs, "fit_decoder (ALS)", progress, callback)
     weight = masked_pca_init(x, mask, prior_sign=prior_sign, n_iter=init_iter, generator=gen)
     bias = torch.zeros(n_genes, dtype=x.dtype, device=x.device) if has_bias else None
     z, _ = solve_latents(x, weight, bias, relu=False, ridge=ridge)
-    history = {"loss": [], "seconds": []}
     prev = None
-    bar = progress_bar(max_epochs, "fit_decoder (ALS)", progress)
     for epoch in range(1, max_epochs + 1):
         p = z @ weight.T if bias is None else z @ weight.T + bias
         y = censored_target(x, p, relu)
@@ -254,21 +250,10 @@ def fit_als(
         z = torch.cholesky_solve((yb @ weight).T, chol).T
         p = z @ weight.T if bias is None else z @ weight.T + bias
         loss = float(censored_loss(x, p, relu)) / n_elem
-        seconds = time.perf_counter() - t_start - paused
-        history["loss"].append(loss)
-        history["seconds"].append(seconds)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4g}")
-        stop = False
-        if callback is not None:
-            t0 = time.perf_counter()
-            decoder.set_weight(weight, bias)
-            stop = bool(callback({"epoch": epoch, "loss": loss, "seconds": seconds, "z": z}))
-            paused += time.perf_counter() - t0
+        stop = log.end_epoch(epoch, loss, z, before_callback=lambda w=weight, b=bias: decoder.set_weight(w, b))
         if stop or (prev is not None and (prev - loss) <= tol * prev):
             break
         prev = loss
-    bar.close()
     decoder.set_weight(weight, bias)
-    history["epochs"] = len(history["loss"])
+    history = log.close()
     return z, history

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import torch
 from tqdm import tqdm
 
@@ -20,6 +23,41 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def progress_bar(total: int, desc: str, enabled: bool) -> tqdm:
     """One bar per fit; ``enabled=False`` gives a silent bar with the same methods."""
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+class EpochLog:
+    """Per-epoch bookkeeping shared by the solvers: loss history, training clock, progress
+    bar and the user's callback (whose time is not counted as training time)."""
+
+    def __init__(self, max_epochs: int, desc: str, progress: bool, callback: Callable[[dict], bool | None] | None):
+        self.history: dict = {"loss": [], "seconds": []}
+        self.callback = callback
+        self.bar = progress_bar(max_epochs, desc, progress)
+        self._start = time.perf_counter()
+        self._paused = 0.0
+
+    def end_epoch(
+        self, epoch: int, loss: float, z: torch.Tensor, before_callback: Callable[[], None] | None = None
+    ) -> bool:
+        """Record one epoch; returns True when the callback asks to stop."""
+        seconds = time.perf_counter() - self._start - self._paused
+        self.history["loss"].append(loss)
+        self.history["seconds"].append(seconds)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss:.4g}")
+        if self.callback is None:
+            return False
+        t0 = time.perf_counter()
+        if before_callback is not None:
+            before_callback()
+        stop = bool(self.callback({"epoch": epoch, "loss": loss, "seconds": seconds, "z": z}))
+        self._paused += time.perf_counter() - t0
+        return stop
+
+    def close(self) -> dict:
+        self.bar.close()
+        self.history["epochs"] = len(self.history["loss"])
+        return self.history
 
 
 class RowSGD:

@@ -8,14 +8,13 @@ row-wise optimiser state (:class:`~regdecoder.train._common.RowSGD` /
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-from ._common import make_row_optimizer, progress_bar
+from ._common import EpochLog, make_row_optimizer, progress_bar
 
 
 @dataclass(frozen=True)
@@ -83,10 +82,8 @@ def fit_gradient(
     zopt = make_row_optimizer(
         z, recipe.z_optimizer, lr=recipe.lr_z, momentum=recipe.momentum_z, weight_decay=recipe.weight_decay_z
     )
-    history = {"loss": [], "seconds": []}
     best, stale = float("inf"), 0
-    t_start, paused = time.perf_counter(), 0.0
-    bar = progress_bar(recipe.max_epochs, "fit_decoder (gradient)", progress)
+    log = EpochLog(recipe.max_epochs, "fit_decoder (gradient)", progress, callback)
     decoder.train()
     for epoch in range(1, recipe.max_epochs + 1):
         perm = torch.randperm(n_cells, generator=gen).to(x.device)
@@ -103,16 +100,7 @@ def fit_gradient(
             sse = loss.detach() if recipe.reduction == "sum" else loss.detach() * xb.numel()
             total += sse
         mse = float(total) / (n_cells * n_genes)
-        seconds = time.perf_counter() - t_start - paused
-        history["loss"].append(mse)
-        history["seconds"].append(seconds)
-        bar.update(1)
-        bar.set_postfix(loss=f"{mse:.4g}")
-        stop = False
-        if callback is not None:
-            t0 = time.perf_counter()
-            stop = bool(callback({"epoch": epoch, "loss": mse, "seconds": seconds, "z": z}))
-            paused += time.perf_counter() - t0
+        stop = log.end_epoch(epoch, mse, z)
         if early_stopping:
             if mse < best * (1 - min_delta):
                 best, stale = mse, 0
@@ -121,9 +109,8 @@ def fit_gradient(
                 stop = stop or stale >= patience
         if stop:
             break
-    bar.close()
+    history = log.close()
     decoder.eval()
-    history["epochs"] = len(history["loss"])
     return z, history
 
 
