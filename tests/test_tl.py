@@ -299,3 +299,18 @@ def test_cuda_matches_cpu(split_grn):
     np.testing.assert_allclose(a.obsm["regdecoder"], b.obsm["regdecoder"], rtol=1e-2, atol=1e-2)
     ta, tb = rd.tl.infer(test, cpu, copy=True), rd.tl.infer(test, gpu, copy=True)
     np.testing.assert_allclose(ta.obsm["regdecoder"], tb.obsm["regdecoder"], rtol=1e-2, atol=1e-2)
+
+
+def test_genes_outside_net_and_all_zero_rows_and_columns(split_grn):
+    train, test = split_grn
+    net = train.uns["sim"]["net"]
+    net = net[net.target.isin(train.var_names[20:])]  # 20 genes have no regulator in the prior
+    train.X[:, 25] = 0.0  # a gene that is never expressed
+    train.X[0] = 0.0  # a cell with no expression at all
+    model = rd.tl.fit_decoder(train, net=net, progress=False)
+    z = train.obsm["regdecoder"]
+    assert np.isfinite(z).all()
+    np.testing.assert_allclose(z[0], 0.0, atol=1e-6)  # nothing expressed: zero activity fits exactly
+    assert (train.varm["regdecoder_weights"][:20] == 0).all()
+    rd.tl.infer(test, model)
+    assert rd.metrics.recovery(test).pcc.mean() > 0.98
