@@ -19,8 +19,8 @@ def _load(name):
 def test_speed_quick(tmp_path):
     df = _load("speed").main(["--quick", "--out", str(tmp_path / "speed.csv")])
     assert (tmp_path / "speed.csv").exists() and (tmp_path / "speed.json").exists()
-    assert set(df.preset) == {"paper", "fast"}
-    fast = df[df.preset == "fast"].iloc[0]
+    assert set(df.method) == {"paper", "fast", "gradient"}
+    fast = df[df.method == "fast"].iloc[0]
     # the time is read at the first epoch whose held-out PCC passed the target
     assert fast.reached and fast.pcc_at_stop >= fast.target
 
