@@ -262,3 +262,24 @@ def test_state_dict_across_kernels_and_masks():
     dst.load_state_dict(src.state_dict())
     assert torch.equal(dst.mask, src.mask)
     torch.testing.assert_close(dst(z), src(z))
+
+
+def test_from_net_matches_the_network():
+    import numpy as np
+
+    import regdecoder as rd
+
+    ad = rd.sim.grn(n_obs=5, n_genes=60, n_tfs=6, density=0.2, seed=4)
+    net = ad.uns["sim"]["net"]
+    layer = SparseLinear.from_net(net, ad.var_names, tmin=1)
+    true_w = ad.varm["true_weights"]
+    assert layer.latent_names == list(true_w.columns)
+    np.testing.assert_array_equal(layer.mask.numpy(), true_w.to_numpy() != 0)
+    expected_sign = np.sign(true_w.to_numpy()[layer.rows.numpy(), layer.cols.numpy()])
+    np.testing.assert_array_equal(layer.prior_sign.numpy(), expected_sign)
+    # genes outside the layer's var_names are ignored; TFs below tmin dropped
+    counts = net.source.value_counts()
+    layer = SparseLinear.from_net(net, ad.var_names, tmin=int(counts.max()))
+    assert layer.latent_names == sorted(counts.index[counts >= counts.max()])
+    unsigned = SparseLinear.from_net(net.drop(columns="weight"), ad.var_names, tmin=1)
+    assert unsigned.prior_sign is None

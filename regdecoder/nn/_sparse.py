@@ -104,6 +104,41 @@ class SparseLinear(nn.Module):
         self.impl = impl
         self.reset_parameters()
 
+    @classmethod
+    def from_net(
+        cls,
+        net,
+        var_names,
+        *,
+        tmin: int = 5,
+        source: str = "source",
+        target: str = "target",
+        weight: str | None = "weight",
+        bias: bool = False,
+        impl: str = "auto",
+    ) -> SparseLinear:
+        """A layer from a decoupler-format network (``source`` TF, ``target`` gene).
+
+        Genes are matched to ``var_names`` (the layer's outputs, in that order); TFs with
+        fewer than ``tmin`` targets among them are dropped (logged). The TF names, in
+        input order, are in ``layer.latent_names``; the prior's sign per edge (or None)
+        in ``layer.prior_sign``.
+        """
+        from ._net import prepare_net
+
+        _, tf_names, rows, cols, prior = prepare_net(
+            net, var_names, source=source, target=target, weight=weight, tmin=tmin
+        )
+        layer = cls(len(tf_names), len(var_names), torch.as_tensor(rows), torch.as_tensor(cols), bias=bias, impl=impl)
+        layer.latent_names = list(tf_names)
+        if prior is None:
+            layer.prior_sign = None
+        else:  # the constructor sorts edges; put the signs in the same order
+            sign = torch.zeros(len(var_names), len(tf_names))
+            sign[torch.as_tensor(rows), torch.as_tensor(cols)] = torch.as_tensor(prior, dtype=torch.float32)
+            layer.prior_sign = sign[layer.rows, layer.cols]
+        return layer
+
     # ------------------------------------------------------------------ basics
     @property
     def nnz(self) -> int:
