@@ -234,21 +234,25 @@ def fit_als(
     weight = masked_pca_init(x, mask, prior_sign=prior_sign, n_iter=init_iter, generator=gen)
     bias = torch.zeros(n_genes, dtype=x.dtype, device=x.device) if has_bias else None
     z, _ = solve_latents(x, weight, bias, relu=False, ridge=ridge)
+
+    def predict(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return z @ weight.T if bias is None else z @ weight.T + bias
+
     prev = None
+    p = predict(z, weight, bias)
     for epoch in range(1, max_epochs + 1):
-        p = z @ weight.T if bias is None else z @ weight.T + bias
-        y = censored_target(x, p, relu)
-        wb = solve_weights(z, y, index, ridge=ridge, bias=has_bias)
+        # p is the prediction of the current (z, weight, bias): computed once per step.
+        wb = solve_weights(z, censored_target(x, p, relu), index, ridge=ridge, bias=has_bias)
         weight = wb[:, : mask.shape[1]]
         if has_bias:
             bias = wb[:, -1]
         weight, z = normalise_scale(weight, z, mask)
-        p = z @ weight.T if bias is None else z @ weight.T + bias
+        p = predict(z, weight, bias)
         y = censored_target(x, p, relu)
         yb = y if bias is None else y - bias
         chol = _ridge_factor(weight.T @ weight, ridge)
         z = torch.cholesky_solve((yb @ weight).T, chol).T
-        p = z @ weight.T if bias is None else z @ weight.T + bias
+        p = predict(z, weight, bias)
         loss = float(censored_loss(x, p, relu)) / n_elem
         stop = log.end_epoch(epoch, loss, z, before_callback=lambda w=weight, b=bias: decoder.set_weight(w, b))
         if stop or (prev is not None and (prev - loss) <= tol * prev):
