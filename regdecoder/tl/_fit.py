@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from copy import deepcopy
 
 import numpy as np
 import pandas as pd
@@ -275,23 +276,8 @@ def fit_decoder(
         )
         params.update(recipe=rec.to_dict(), early_stopping=early_stopping)
 
-    orientation: list[str] = []
-    if decoder.one_layer:
-        with torch.no_grad():
-            w, z, orientation = orient(
-                decoder.get_weight(), z, decoder.get_mask(), prior_sign=prior_sign, has_bias=bias
-            )
-            decoder.set_weight(w)
-    decoder.eval()
-    model = Model(
-        decoder,
-        var_names=var_names,
-        latent_names=latent_names,
-        orientation=orientation,
-        z_mean=z.mean(0).detach().cpu(),
-        history=history,
-    )
-    _write(adata, model, z, key_added, params, history, orientation, x.shape[0])
+    model, z = _oriented_model(decoder, z, prior_sign, var_names, latent_names, history)
+    _write(adata, model, z, key_added, params, history, x.shape[0])
     logger.info(
         "finished fit_decoder in %.1fs: added obsm[%r], uns[%r]%s",
         time.perf_counter() - t0,
@@ -302,36 +288,43 @@ def fit_decoder(
     return model
 
 
+def _oriented_model(
+    decoder: Decoder, z: torch.Tensor, prior_sign, var_names, latent_names, history: dict | None = None
+) -> tuple[Model, torch.Tensor]:
+    """Fix each latent's scale and sign (one-layer decoders) and wrap the decoder in a Model.
+
+    The decoder is modified in place; returns the model and the re-oriented latents.
+    """
+    orientation: list[str] = []
+    z = z.detach()
+    if decoder.one_layer:
+        with torch.no_grad():
+            w, z, orientation = orient(
+                decoder.get_weight(),
+                z,
+                decoder.get_mask(),
+                prior_sign=prior_sign,
+                has_bias=decoder.get_bias() is not None,
+            )
+            decoder.set_weight(w)
+    decoder.eval()
+    model = Model(
+        decoder,
+        var_names=var_names,
+        latent_names=latent_names,
+        orientation=orientation,
+        z_mean=z.mean(0).cpu(),
+        history=history,
+    )
+    return model, z
+
+
 def _snapshot(decoder: Decoder, z: torch.Tensor, prior_sign, var_names, latent_names) -> Model:
     """An oriented copy of the current model (for callbacks during training)."""
-    copy = Decoder(decoder.config, *_edges(decoder)).to(z.device)
-    copy.load_state_dict(decoder.state_dict())
-    orientation: list[str] = []
-    zz = z
-    if copy.one_layer:
-        with torch.no_grad():
-            w, zz, orientation = orient(
-                copy.get_weight(),
-                z.detach(),
-                copy.get_mask(),
-                prior_sign=prior_sign,
-                has_bias=copy.get_bias() is not None,
-            )
-            copy.set_weight(w)
-    copy.eval()
-    return Model(
-        copy, var_names=var_names, latent_names=latent_names, orientation=orientation, z_mean=zz.detach().mean(0).cpu()
-    )
+    return _oriented_model(deepcopy(decoder), z, prior_sign, var_names, latent_names)[0]
 
 
-def _edges(decoder: Decoder) -> tuple:
-    if decoder.config.masked:
-        layer = decoder.layers[0]
-        return layer.rows, layer.cols
-    return None, None
-
-
-def _write(adata, model, z, key, params, history, orientation, n_cells) -> None:
+def _write(adata, model, z, key, params, history, n_cells) -> None:
     dec = model.decoder
     adata.obsm[key] = z.detach().cpu().numpy().astype(np.float32)
     if dec.one_layer:
@@ -351,7 +344,7 @@ def _write(adata, model, z, key, params, history, orientation, n_cells) -> None:
             "n_cells": n_cells,
             "counted": "alpha_d counts only the unmasked weights (and biases); alpha_d_all_weights counts all",
         },
-        "orientation": np.asarray(orientation, dtype=object),
+        "orientation": np.asarray(model.orientation, dtype=object),
     }
 
 
