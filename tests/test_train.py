@@ -89,6 +89,21 @@ def test_als_loss_never_increases_and_recovers_truth():
     assert min(r) > 0.98 and np.mean(r) > 0.995 and set(rules) == {"prior"}
 
 
+def test_als_extrapolation_lowers_the_loss_faster():
+    x, w, _, mask = _problem(n_cells=300, n_genes=80, n_latent=5, density=0.3)
+    losses = {}
+    for extrapolate in (False, True):
+        dec = _masked_decoder(mask)
+        _, hist = fit_als(
+            dec, x, prior_sign=torch.sign(w), max_epochs=30, tol=0.0, extrapolate=extrapolate, progress=False
+        )
+        loss = np.array(hist["loss"])
+        assert (np.diff(loss) <= 1e-9 * loss[:-1]).all()  # monotone with or without
+        losses[extrapolate] = loss
+    assert losses[True][0] == pytest.approx(losses[False][0])  # first extrapolation is tried at epoch 2
+    assert losses[True][-1] < losses[False][-1]
+
+
 def test_orient_rules_and_invariance():
     x, w, z_true, mask = _problem(n_cells=200)
     flip = torch.tensor([1.0, -2.0, 0.5, -1.0], dtype=torch.float64)
