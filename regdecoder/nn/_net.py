@@ -11,6 +11,15 @@ import pandas as pd
 logger = logging.getLogger("regdecoder")
 
 
+def unique_genes(var_names: Sequence[str]) -> pd.Index:
+    """The gene names as an Index; an error naming the fix when they are not unique."""
+    genes = pd.Index(var_names)
+    if not genes.is_unique:
+        msg = "The gene names (var_names) are not unique; run `adata.var_names_make_unique()` first."
+        raise ValueError(msg)
+    return genes
+
+
 def prepare_net(
     net: pd.DataFrame,
     var_names: Sequence[str],
@@ -67,10 +76,7 @@ def prepare_net(
         )
         raise ValueError(msg)
 
-    genes = pd.Index(var_names)
-    if not genes.is_unique:
-        msg = "The gene names (var_names) are not unique; run `adata.var_names_make_unique()` first."
-        raise ValueError(msg)
+    genes = unique_genes(var_names)
     in_data = df["target"].isin(genes)
     if not in_data.any():
         ex_net = df["target"].head(3).tolist()

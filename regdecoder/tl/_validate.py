@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -10,11 +9,9 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from ..nn._net import prepare_net
+from ..nn._net import prepare_net, unique_genes
 
 __all__ = ["check_genes", "check_key", "get_matrix", "prepare_net", "to_dense"]
-
-logger = logging.getLogger("regdecoder")
 
 
 def get_matrix(adata: AnnData, layer: str | None = None) -> np.ndarray | sparse.csr_matrix:
@@ -75,9 +72,7 @@ def check_genes(var_names: Sequence[str], model_genes: Sequence[str]) -> np.ndar
             "(missing genes must be added, e.g. as zeros, before that)."
         )
         raise ValueError(msg)
-    if not data.is_unique:
-        msg = "The gene names (var_names) are not unique; run `adata.var_names_make_unique()` first."
-        raise ValueError(msg)
+    unique_genes(data)
     return data.get_indexer(model)
 
 
