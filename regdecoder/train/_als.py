@@ -127,7 +127,6 @@ def solve_weights(
     lam = ridge * gram.diagonal().mean().clamp(min=1e-12)
     rhs = y.T @ z  # n_genes x cols
     n_genes = y.shape[1]
-    out = torch.zeros(n_genes, index.n_cols, dtype=z.dtype, device=z.device)
     if index.full:  # dense decoder: one shared solve
         chol = torch.linalg.cholesky(gram + lam * torch.eye(gram.shape[0], dtype=z.dtype, device=z.device))
         return torch.cholesky_solve(rhs.T, chol).T
@@ -152,6 +151,7 @@ def solve_weights(
         g = torch.where(vv.unsqueeze(2) & vv.unsqueeze(1), gram[ii.unsqueeze(2), ii.unsqueeze(1)], eye) + lam * eye
         r = torch.gather(rhs_sorted[start:stop], 1, ii) * vv
         solved[start:stop, :kk] = torch.linalg.solve(g, r.unsqueeze(2)).squeeze(2) * vv
+    out = torch.zeros(n_genes, index.n_cols, dtype=z.dtype, device=z.device)
     genes = index.order[index.genes_sorted]
     out[genes, index.cols] = solved[index.genes_sorted, index.pos]
     return out
