@@ -3,6 +3,7 @@
 from ._als import censored_loss, fit_als, solve_latents
 from ._common import RowAdam, RowSGD, resolve_device
 from ._engine import FAST, PAPER, Recipe, fit_gradient, infer_gradient
+from ._losses import get_loss, register_loss
 from ._orient import orient
 
 __all__ = [
@@ -14,8 +15,10 @@ __all__ = [
     "censored_loss",
     "fit_als",
     "fit_gradient",
+    "get_loss",
     "infer_gradient",
     "orient",
+    "register_loss",
     "resolve_device",
     "solve_latents",
 ]

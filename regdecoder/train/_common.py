@@ -60,8 +60,15 @@ class EpochLog:
         return self.history
 
 
+def _rows(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-row vector shaped to broadcast against rows of ``like`` (any number of dims)."""
+    return v.reshape((-1,) + (1,) * (like.dim() - 1))
+
+
 class RowSGD:
     """SGD with momentum and weight decay on the rows of a table, one batch of rows at a time.
+
+    A row is ``table[i]``, of any shape (a latent vector, or a 64x4x4 latent image).
 
     Only the rows in ``idx`` are touched (their momentum buffers included), so a step
     costs O(batch), whatever the table's size. Same update rule as ``torch.optim.SGD``.
@@ -79,7 +86,7 @@ class RowSGD:
         if self.buf is not None:
             # torch.optim.SGD initialises the buffer with the first gradient.
             first = ~self.seen[idx]
-            b = torch.where(first.unsqueeze(1), grad, self.momentum * self.buf[idx] + grad)
+            b = torch.where(_rows(first, grad), grad, self.momentum * self.buf[idx] + grad)
             self.buf[idx] = b
             self.seen[idx] = True
             grad = b
@@ -101,7 +108,7 @@ class RowAdam:
         self.table, self.lr, self.betas, self.eps, self.weight_decay = table, lr, betas, eps, weight_decay
         self.m = torch.zeros_like(table)
         self.v = torch.zeros_like(table)
-        self.t = torch.zeros(table.shape[0], 1, dtype=table.dtype, device=table.device)
+        self.t = torch.zeros((table.shape[0],) + (1,) * (table.dim() - 1), dtype=table.dtype, device=table.device)
 
     @torch.no_grad()
     def step(self, idx: torch.Tensor, grad: torch.Tensor) -> None:
