@@ -30,7 +30,7 @@ Recipes (``--recipe``):
     decoder preset='paper' (batch 32, 500 epochs, Adam 1e-3 / SGD 1e-2 on z); encoders
     Adam lr 1e-4, batch 32, 500 epochs; autoencoder 1000 epochs.
 
-    python benchmarks/load_sweep.py --quick                 # CPU, ~15 min on 2 busy cores
+    python benchmarks/load_sweep.py --quick                 # CPU: ~21 min of CPU time (52 min wall on a busy 2-core machine)
     python benchmarks/load_sweep.py --device cuda           # full sizes, fast recipe
     python benchmarks/load_sweep.py --device cuda --recipe paper --sizes 100 500 2000
 """
