@@ -1,5 +1,6 @@
 """Plots of what rd.tl wrote (matplotlib; ``ax=``, ``show=``, ``return_fig=``)."""
 
+from ._load import load_curve
 from ._plots import loss, recovery
 
-__all__ = ["loss", "recovery"]
+__all__ = ["load_curve", "loss", "recovery"]

@@ -1,6 +1,8 @@
-"""Tools on AnnData: fit a decoder without an encoder, infer latents of new cells."""
+"""Tools on AnnData: fit a decoder without an encoder, infer latents of new cells, encoders and loads."""
 
+from ._encoder import EncoderModel, encode, fit_autoencoder, fit_encoder
 from ._fit import fit_decoder, infer
+from ._load import load
 from ._model import Model
 
-__all__ = ["Model", "fit_decoder", "infer"]
+__all__ = ["EncoderModel", "Model", "encode", "fit_autoencoder", "fit_decoder", "fit_encoder", "infer", "load"]

@@ -15,6 +15,7 @@ from anndata import AnnData
 from ..nn import Decoder, DecoderConfig
 from ..train import FAST, PAPER, fit_als, fit_gradient, orient, resolve_device, solve_latents
 from ..train._als import masked_pca_init
+from ._load import load_values
 from ._model import Model
 from ._validate import check_genes, get_matrix, prepare_net, to_dense
 
@@ -329,21 +330,17 @@ def _write(adata, model, z, key, params, history, n_cells) -> None:
     adata.obsm[key] = z.detach().cpu().numpy().astype(np.float32)
     if dec.one_layer:
         adata.varm[key + "_weights"] = model.weights.astype(np.float32)
-    n, m = dec.config.n_genes, dec.config.n_latent
-    c_masked = dec.n_weights + dec.n_bias
-    c_all = dec.n_weights_dense + dec.n_bias
     adata.uns[key] = {
         "latent_names": np.asarray(model.latent_names, dtype=object),
         "params": _h5ad_safe(params),
         "history": {"loss": np.asarray(history["loss"]), "seconds": np.asarray(history["seconds"])},
-        "load": {
-            "alpha_d": n_cells * n / (c_masked + n_cells * m),
-            "alpha_d_all_weights": n_cells * n / (c_all + n_cells * m),
-            "n_weights": c_masked,
-            "n_weights_all": c_all,
-            "n_cells": n_cells,
-            "counted": "alpha_d counts only the unmasked weights (and biases); alpha_d_all_weights counts all",
-        },
+        "load": load_values(
+            n_cells,
+            dec.config.n_genes,
+            dec.config.n_latent,
+            n_weights=dec.n_weights + dec.n_bias,
+            n_weights_all=dec.n_weights_dense + dec.n_bias,
+        ),
         "orientation": np.asarray(model.orientation, dtype=object),
     }
 

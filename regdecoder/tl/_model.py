@@ -127,23 +127,24 @@ class Model:
     # ------------------------------------------------------------ save/load
     def save(self, path: str | os.PathLike) -> None:
         """Write config, weights, gene and latent names and the package version to one file."""
+        torch.save(self.to_dict(), Path(path))
+
+    def to_dict(self) -> dict:
+        """The saved form: tensors, numbers and strings only (readable with ``weights_only=True``)."""
         from .. import __version__
 
         state = {k: v.detach().cpu() for k, v in self.decoder.state_dict().items()}
-        torch.save(
-            {
-                "format": _FORMAT,
-                "version": __version__,
-                "config": self.config.to_dict(),
-                "state_dict": state,
-                "var_names": self.var_names,
-                "latent_names": self.latent_names,
-                "orientation": self.orientation,
-                "z_mean": self.z_mean.detach().cpu(),
-                "history": {k: list(map(float, v)) for k, v in self.history.items() if isinstance(v, list)},
-            },
-            Path(path),
-        )
+        return {
+            "format": _FORMAT,
+            "version": __version__,
+            "config": self.config.to_dict(),
+            "state_dict": state,
+            "var_names": self.var_names,
+            "latent_names": self.latent_names,
+            "orientation": self.orientation,
+            "z_mean": self.z_mean.detach().cpu(),
+            "history": {k: list(map(float, v)) for k, v in self.history.items() if isinstance(v, list)},
+        }
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Model:
@@ -156,6 +157,11 @@ class Model:
         if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
             msg = f"{str(path)!r} is not a regdecoder model file (written by `Model.save`)."
             raise ValueError(msg)
+        return cls.from_dict(blob).to(device)
+
+    @classmethod
+    def from_dict(cls, blob: dict) -> Model:
+        """Rebuild a model (on the CPU) from :meth:`to_dict`'s output."""
         config = DecoderConfig(**blob["config"])
         state = blob["state_dict"]
         rows = state.get("layers.0.rows") if config.masked else None
@@ -163,7 +169,7 @@ class Model:
         decoder = Decoder(config, rows, cols)
         decoder.load_state_dict(state)
         decoder.eval()
-        model = cls(
+        return cls(
             decoder,
             var_names=blob["var_names"],
             latent_names=blob["latent_names"],
@@ -171,4 +177,3 @@ class Model:
             z_mean=blob.get("z_mean"),
             history=blob.get("history"),
         )
-        return model.to(device)
