@@ -42,7 +42,7 @@ def fit_decoder(
     library_size: str | None = None,
     n_extra: int = 0,
     soft_mask: bool = False,
-    l1: float = 1e-3,
+    l1: float = 0.1,
     solver: str = "auto",
     preset: str | None = None,
     max_epochs: int | None = None,
