@@ -104,6 +104,11 @@ def test_poisson_fit_with_library_size_column_is_seeded(counts):
     rd.tl.fit_decoder(a, net=net, loss="poisson", library_size="lib", max_epochs=5, progress=False, seed=1)
     rd.tl.fit_decoder(b, net=net, loss="poisson", max_epochs=5, progress=False, seed=1)  # totals = lib
     np.testing.assert_array_equal(a.obsm["regdecoder"], b.obsm["regdecoder"])
+    seen = []
+    d = train.copy()
+    rd.tl.fit_decoder(d, net=net, loss="poisson", max_epochs=5, progress=False, seed=1,
+                      callback=lambda s: seen.append((s["epoch"], s["model"].latent_names)) or s["epoch"] == 3)  # fmt: skip
+    assert [e for e, _ in seen] == [1, 2, 3] and seen[0][1] == list(a.uns["regdecoder"]["latent_names"])
     c = train.copy()
     c.X = sparse.csr_matrix(c.X)
     rd.tl.fit_decoder(c, net=net, loss="poisson", max_epochs=5, progress=False, seed=1)

@@ -110,6 +110,8 @@ def fit_extended(
     early_stopping: bool,
     seed: int,
     progress: bool,
+    callback=None,
+    names: tuple[list[str], list[str]] | None = None,
 ) -> tuple[Decoder, torch.Tensor, dict, dict]:
     """Fit with a count likelihood and/or a soft mask on the gradient engine.
 
@@ -186,6 +188,13 @@ def fit_extended(
             return base_fn(xhat, xb, eb) + l1 * xhat.shape[0] * (w_param.abs() * off).sum()
 
     rec = type(FAST)(**{**FAST.to_dict(), **recipe})
+    cb = None
+    if callback is not None:
+        from ._fit import _snapshot
+
+        def cb(state: dict) -> bool | None:  # same contract as fit_decoder's callback
+            return callback({**state, "model": _snapshot(decoder, state["z"], prior_sign, *names)})
+
     z, history = fit_gradient(
         module,
         x,
@@ -196,6 +205,7 @@ def fit_extended(
         seed=seed,
         early_stopping=early_stopping,
         progress=progress,
+        callback=cb,
     )
     if loss == "nb":
         fields["log_theta"] = module.log_theta.detach().clone()

@@ -273,7 +273,8 @@ def fit_decoder(
         decoder, z, history, extra = fit_extended(
             decoder, x, mat=mat, adata=adata, layer=layer, prior_sign=prior_sign, loss=loss,
             library_size=library_size, soft_mask=soft_mask, l1=l1, recipe=overrides,
-            early_stopping=early_stopping, seed=seed, progress=progress,
+            early_stopping=early_stopping, seed=seed, progress=progress, callback=callback,
+            names=(var_names, latent_names),
         )  # fmt: skip
         params.update(extra["params"], solver="gradient")
         fields = extra["fields"]
