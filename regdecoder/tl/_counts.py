@@ -16,10 +16,16 @@ from scipy import sparse
 from torch import nn
 
 from ..nn import Decoder, DecoderConfig
-from ..train import FAST, fit_als, fit_gradient, infer_gradient, solve_latents
+from ..train import FAST, Recipe, fit_als, fit_gradient, infer_gradient, solve_latents
 from ..train._likelihoods import negative_binomial, poisson_nll
 
 LOSSES = ("mse", "poisson", "nb")
+RATE_SCALE = 10.0
+
+#: Gradient recipe of the count likelihoods: FAST with 10x larger steps. From the ALS start,
+#: FAST's steps left the NB fit under-converged after 200 epochs (simulated counts, library
+#: 1,000, 500 cells: signed PCC 0.855 vs 0.915 with these steps).
+COUNTS = Recipe(**{**FAST.to_dict(), "lr_weights": 1e-2, "lr_z": 1e-1})
 COUNT_LOSSES = ("poisson", "nb")
 
 
@@ -40,6 +46,17 @@ def check_counts(mat, where: str, loss: str) -> None:
             "it looks normalised. Pass the layer with raw counts (`layer='counts'`), or use loss='mse'."
         )
         raise ValueError(msg)
+
+
+def _nonzero_normalised(mat, sf: np.ndarray) -> np.ndarray:
+    """Non-zero entries of the size-normalised counts (one if there are none)."""
+    if sparse.issparse(mat):
+        m = sparse.csr_matrix(mat)
+        vals = m.data / np.repeat(sf, np.diff(m.indptr))
+    else:
+        vals = (np.asarray(mat) / sf[:, None]).ravel()
+    vals = vals[vals > 0]
+    return vals if vals.size else np.ones(1)
 
 
 def library_sizes(adata: AnnData, mat, library_size: str | None) -> np.ndarray:
@@ -133,6 +150,12 @@ def fit_extended(
         check_counts(mat, where, loss)
         lib = library_sizes(adata, mat, library_size)
         ref = float(np.mean(lib))
+        if cfg.output == "softplus":
+            # Express rates in units where a typical non-zero rate is >= RATE_SCALE, so that
+            # softplus(p) ~ ReLU(p) (a rate near 0 is cheap to reach); the latents' scale absorbs it.
+            sf_unit = lib / ref
+            typical = float(np.median(_nonzero_normalised(mat, sf_unit)))
+            ref *= max(1.0, RATE_SCALE / max(typical, 1e-12))
         sf = torch.as_tensor(lib / ref, dtype=torch.float32, device=dev)
         extra = sf.reshape(-1, 1)
         y = x / extra  # counts per unit size factor: the scale of the decoder's rate
@@ -187,7 +210,8 @@ def fit_extended(
         def loss_fn(xhat, xb, eb):  # L1 on weights off the prior, l1 per cell of the batch
             return base_fn(xhat, xb, eb) + l1 * xhat.shape[0] * (w_param.abs() * off).sum()
 
-    rec = type(FAST)(**{**FAST.to_dict(), **recipe})
+    base_recipe = COUNTS if loss in COUNT_LOSSES else FAST
+    rec = type(FAST)(**{**base_recipe.to_dict(), **recipe})
     cb = None
     if callback is not None:
         from ._fit import _snapshot
