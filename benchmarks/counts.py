@@ -50,8 +50,8 @@ def main(argv=None) -> pd.DataFrame:
     args = parser.parse_args(argv)
     density = 0.1
     if args.quick:
-        args.n_train, args.n_test, args.n_genes, args.n_tfs, density = 200, 50, 120, 6, 0.25
-        args.library_size, args.max_epochs = [2000.0], 40
+        args.n_train, args.n_test, args.n_genes, args.n_tfs, density = 150, 30, 80, 4, 0.3
+        args.library_size, args.max_epochs = [2000.0], 15
 
     rows = []
     for lib in args.library_size:

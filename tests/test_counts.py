@@ -231,3 +231,11 @@ def test_pl_activities_and_group_means(fitted):
         rd.pl.activities(train, groupby="group", tfs=["NOPE"])
     act = rd.get.activities(train)
     assert act.shape == (train.n_obs, len(names)) and list(act.var_names) == names
+
+
+def test_extended_fits_leave_the_global_rng_alone(counts):
+    state = torch.random.get_rng_state()
+    net = counts.uns["sim"]["net"]
+    rd.tl.fit_decoder(counts[:100].copy(), net=net, loss="poisson", max_epochs=2, progress=False)
+    rd.tl.fit_decoder(counts[:100].copy(), net=net, soft_mask=True, layer="expression", max_epochs=2, progress=False)
+    assert torch.equal(torch.random.get_rng_state(), state)

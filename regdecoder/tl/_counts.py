@@ -174,7 +174,9 @@ def fit_extended(
             impl="dense",
         )
         rows, cols = torch.nonzero(mask, as_tuple=True)
-        init = Decoder(init_cfg, rows.cpu(), cols.cpu()).to(dev)
+        with torch.random.fork_rng(devices=[]):  # module init must not touch the global RNG
+            torch.manual_seed(seed)
+            init = Decoder(init_cfg, rows.cpu(), cols.cpu()).to(dev)
         z0, _ = fit_als(init, y, prior_sign=prior_sign, max_epochs=10, seed=seed, progress=False)
         w0, b0 = init.get_weight(), init.get_bias()
     else:
@@ -186,7 +188,9 @@ def fit_extended(
             msg = "`soft_mask=True` needs a network (`net=`): the penalty applies to weights off the prior."
             raise ValueError(msg)
         dense_cfg = DecoderConfig(**{**cfg.to_dict(), "masked": False})
-        decoder = Decoder(dense_cfg).to(dev)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            decoder = Decoder(dense_cfg).to(dev)
     if w0 is not None:
         decoder.set_weight(w0, b0)
 

@@ -98,7 +98,8 @@ def fit_decoder(
         the default ``'relu'``, or ``'exp'``) and the fit runs on the gradient engine.
     library_size
         Count losses: ``obs`` column with each cell's library size; None uses the
-        cells' total counts. Size factors are library sizes over their mean.
+        cells' total counts. Size factors are library sizes over a reference stored in
+        the model (the training mean, scaled so that typical non-zero rates are >= 10).
     n_extra
         With ``net``: this many unannotated latents (``extra_0``...) connected to
         every gene, to absorb variation no TF explains (batch, cell cycle).
@@ -158,7 +159,8 @@ def fit_decoder(
     ``uns[key_added]``
         ``latent_names``, ``params`` (every setting that changed the result),
         ``history`` (loss per epoch, training seconds), ``load`` (the decoder load
-        alpha_d) and ``orientation`` (sign rule per latent).
+        alpha_d) and ``orientation`` (sign rule per latent); with ``soft_mask``
+        also ``net``, the prior used (read by :func:`regdecoder.get.new_edges`).
     """
     t0 = time.perf_counter()
     if solver not in _SOLVERS:
