@@ -125,8 +125,9 @@ def net_diagnostics(
         n_dropped=int(full["source"].nunique() - m),
     )
     if collinear.any():
-        groups = df.loc[collinear].groupby("group").apply(lambda g: sorted(g.index), include_groups=False)
-        ex = "; ".join("/".join(g) for g in groups.head(5))
+        bad = df.loc[collinear]
+        groups = [sorted(bad.index[bad["group"] == g]) for g in sorted(set(bad["group"]))]
+        ex = "; ".join("/".join(g) for g in groups[:5])
         logger.warning(
             "%d TFs in %d groups have nearly identical target sets among these genes (Jaccard >= %.2f), "
             "so their activities cannot be told apart (e.g. %s). Merge or drop them with "
