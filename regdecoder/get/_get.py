@@ -35,3 +35,52 @@ def weights(adata: AnnData, key: str = "regdecoder") -> pd.DataFrame:
     names = np.asarray(_latent_names(adata, key, w.shape[1]))
     df = pd.DataFrame({"source": names[lat], "target": adata.var_names[genes].to_numpy(), "weight": w[genes, lat]})
     return df.iloc[np.argsort(-np.abs(df["weight"].to_numpy()), kind="stable")].reset_index(drop=True)
+
+
+def new_edges(
+    adata: AnnData, key: str = "regdecoder", *, net: pd.DataFrame | None = None, n_top: int = 50, min_abs: float = 0.0
+) -> pd.DataFrame:
+    """The strongest learned edges absent from the prior network (soft-mask fits).
+
+    Parameters
+    ----------
+    adata
+        Data fitted by ``rd.tl.fit_decoder(..., soft_mask=True)``.
+    key
+        Where the fit wrote its results.
+    net
+        The prior network; by default the one the soft-mask fit stored in
+        ``uns[key]['net']``.
+    n_top
+        Number of edges to return.
+    min_abs
+        Keep only edges with an absolute weight above this.
+
+    Returns
+    -------
+    DataFrame with ``source`` (TF), ``target`` (gene), ``weight`` and ``rank_in_tf``
+    (rank of the edge among the TF's weights by absolute value, 1 = strongest),
+    sorted by decreasing absolute weight.
+    """
+    if net is None:
+        stored = adata.uns.get(key, {}).get("net")
+        if stored is None:
+            msg = (
+                f"No prior network stored in adata.uns[{key!r}]['net']: fit with "
+                "`rd.tl.fit_decoder(adata, net=net, soft_mask=True)` or pass `net=`."
+            )
+            raise KeyError(msg)
+        net = stored
+    missing = [c for c in ("source", "target") if c not in net.columns]
+    if missing:
+        msg = f"`net` has no column(s) {missing}; it needs `source` and `target`."
+        raise KeyError(msg)
+    table = weights(adata, key)
+    table["rank_in_tf"] = table.groupby("source")["weight"].transform(lambda w: w.abs().rank(ascending=False))
+    prior = pd.MultiIndex.from_arrays([net["source"].astype(str), net["target"].astype(str)])
+    pairs = pd.MultiIndex.from_arrays([table["source"], table["target"]])
+    names = set(map(str, net["source"]))
+    keep = ~pairs.isin(prior) & table["source"].isin(names).to_numpy() & (table["weight"].abs() > min_abs).to_numpy()
+    out = table.loc[keep].head(int(n_top)).reset_index(drop=True)
+    out["rank_in_tf"] = out["rank_in_tf"].astype(int)
+    return out

@@ -9,7 +9,7 @@ from torch import nn
 
 from ._sparse import SparseLinear
 
-_OUTPUTS = ("relu", "linear")
+_OUTPUTS = ("relu", "linear", "softplus", "exp")
 
 
 @dataclass
@@ -27,7 +27,9 @@ class DecoderConfig:
     bias
         Learn an additive bias per output (and per hidden unit).
     output
-        Output activation, ``'relu'`` (the paper's GRN decoder) or ``'linear'``.
+        Output activation, ``'relu'`` (the paper's GRN decoder), ``'linear'``, or a
+        positive link for count likelihoods: ``'softplus'`` or ``'exp'`` (the output is
+        then a rate per unit library size).
     masked
         One-layer decoder whose weights are restricted to a network (``SparseLinear``).
     impl
@@ -116,7 +118,14 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.linear(z)
-        return torch.relu(h) if self.config.output == "relu" else h
+        out = self.config.output
+        if out == "relu":
+            return torch.relu(h)
+        if out == "softplus":
+            return nn.functional.softplus(h)
+        if out == "exp":
+            return torch.exp(h.clamp(max=30.0))
+        return h
 
     # Helpers for one-layer solvers: the weight matrix as a dense tensor.
     def get_weight(self) -> torch.Tensor:

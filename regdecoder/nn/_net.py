@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -35,6 +36,10 @@ def prepare_net(
     TF names, the edge list as ``(gene index, TF index)`` arrays and the prior sign of
     each edge (None when the net has no weight column).
     """
+    if isinstance(net, (str, os.PathLike)):  # a CSV/TSV file in decoupler's format
+        from ..datasets._collectri import read_net
+
+        net = read_net(net)
     if not isinstance(net, pd.DataFrame):
         msg = f"`net` must be a pandas DataFrame in decoupler's long format, got {type(net).__name__}."
         raise TypeError(msg)
@@ -81,11 +86,35 @@ def prepare_net(
     if not in_data.any():
         ex_net = df["target"].head(3).tolist()
         ex_data = list(genes[:3])
+        upper = pd.Index(genes.str.upper())
+        if df["target"].str.upper().isin(upper).any():
+            msg = (
+                f"No target gene of `net` matches the data's var_names exactly, but some do when case is ignored "
+                f"(net targets look like {ex_net}, var_names like {ex_data}). Use the same case in both, e.g. "
+                "`net['target'] = net['target'].str.upper()` and `adata.var_names = adata.var_names.str.upper()` "
+                "(or map mouse/human orthologs properly)."
+            )
+            raise ValueError(msg)
+        if df["source"].isin(genes).any() and not df["target"].isin(genes).any():
+            n_src = int(df["source"].isin(genes).sum())
+            msg = (
+                f"No target gene of `net` is among the data's var_names, but {n_src} `source` entries are: "
+                "the columns look swapped. Pass `source=` / `target=` with the right column names "
+                "(source = TF, target = regulated gene)."
+            )
+            raise ValueError(msg)
         msg = (
             f"No target gene of `net` is among the data's var_names (net targets look like {ex_net}, "
             f"var_names like {ex_data}). Use the same gene identifiers in both (symbols vs Ensembl IDs, case)."
         )
         raise ValueError(msg)
+    n_case = int((~in_data & df["target"].str.upper().isin(pd.Index(genes.str.upper()))).sum())
+    if n_case:
+        logger.warning(
+            "%d edge target(s) of `net` match var_names only when case is ignored and are not used; "
+            "harmonise the case of gene names if they are the same genes.",
+            n_case,
+        )
     df = df.loc[in_data]
     counts = df["source"].value_counts()
     small = counts.index[counts < tmin]

@@ -1,8 +1,20 @@
 """Tools on AnnData: fit a decoder without an encoder, infer latents of new cells, encoders and loads."""
 
+from ._diagnostics import net_diagnostics, resolve_collinear
 from ._encoder import EncoderModel, encode, fit_autoencoder, fit_encoder
 from ._fit import fit_decoder, infer
 from ._load import load
 from ._model import Model
 
-__all__ = ["EncoderModel", "Model", "encode", "fit_autoencoder", "fit_decoder", "fit_encoder", "infer", "load"]
+__all__ = [
+    "EncoderModel",
+    "Model",
+    "encode",
+    "fit_autoencoder",
+    "fit_decoder",
+    "fit_encoder",
+    "infer",
+    "load",
+    "net_diagnostics",
+    "resolve_collinear",
+]

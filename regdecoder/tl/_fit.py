@@ -15,6 +15,7 @@ from anndata import AnnData
 from ..nn import Decoder, DecoderConfig
 from ..train import FAST, PAPER, fit_als, fit_gradient, orient, resolve_device, solve_latents
 from ..train._als import masked_pca_init
+from ._counts import COUNT_LOSSES, add_extra_latents, fit_extended, infer_size_factors
 from ._load import load_values
 from ._model import Model
 from ._validate import check_genes, get_matrix, prepare_net, to_dense
@@ -38,6 +39,11 @@ def fit_decoder(
     source: str = "source",
     target: str = "target",
     weight: str | None = "weight",
+    loss: str = "mse",
+    library_size: str | None = None,
+    n_extra: int = 0,
+    soft_mask: bool = False,
+    l1: float = 0.1,
     solver: str = "auto",
     preset: str | None = None,
     max_epochs: int | None = None,
@@ -85,6 +91,25 @@ def fit_decoder(
         Minimum number of targets of a TF in the data.
     source, target, weight
         Column names of ``net``.
+    loss
+        ``'mse'`` (default; log-normalised data), or a count likelihood for raw
+        counts (non-negative integers): ``'poisson'`` or ``'nb'`` (negative binomial
+        with a learned dispersion per gene). With a count loss the mean count is
+        ``size_factor * link(W z + b)`` (link: ``output='softplus'``, used in place of
+        the default ``'relu'``, or ``'exp'``) and the fit runs on the gradient engine.
+    library_size
+        Count losses: ``obs`` column with each cell's library size; None uses the
+        cells' total counts. Size factors are library sizes over a reference stored in
+        the model (the training mean, scaled so that typical non-zero rates are >= 10).
+    n_extra
+        With ``net``: this many unannotated latents (``extra_0``...) connected to
+        every gene, to absorb variation no TF explains (batch, cell cycle).
+    soft_mask
+        With ``net``: allow weights off the prior under an L1 penalty ``l1`` (per
+        cell); the decoder is then dense and fit on the gradient engine. List the
+        strongest new edges with :func:`regdecoder.get.new_edges`.
+    l1
+        Strength of the soft mask's L1 penalty on weights off the prior.
     solver
         ``'als'``: censored alternating least squares (one-layer decoders; exact
         block updates, the fast default). ``'gradient'``: the gradient engine (per-
@@ -135,7 +160,8 @@ def fit_decoder(
     ``uns[key_added]``
         ``latent_names``, ``params`` (every setting that changed the result),
         ``history`` (loss per epoch, training seconds), ``load`` (the decoder load
-        alpha_d) and ``orientation`` (sign rule per latent).
+        alpha_d) and ``orientation`` (sign rule per latent); with ``soft_mask``
+        also ``net``, the prior used (read by :func:`regdecoder.get.new_edges`).
     """
     t0 = time.perf_counter()
     if solver not in _SOLVERS:
@@ -162,14 +188,27 @@ def fit_decoder(
         net_used, latent_names, rows, cols, prior = prepare_net(
             net, var_names, source=source, target=target, weight=weight, tmin=tmin
         )
+        rows, cols, prior, latent_names = add_extra_latents(rows, cols, prior, latent_names, len(var_names), n_extra)
         masked = True
     else:
         if n_latent is None or int(n_latent) < 1:
             msg = "Without `net`, give the number of latents: `n_latent=` (a positive integer)."
             raise ValueError(msg)
+        if n_extra or soft_mask:
+            msg = "`n_extra` and `soft_mask` extend a network decoder: give `net=` (without one, raise `n_latent`)."
+            raise ValueError(msg)
         latent_names = [f"latent_{i}" for i in range(int(n_latent))]
         net_used = None
         masked = False
+    extended = loss != "mse" or soft_mask
+    if loss in COUNT_LOSSES and output in ("relu", "linear"):
+        if output == "linear":
+            msg = f"loss={loss!r} needs a positive link: output='softplus' (the default for counts) or 'exp'."
+            raise ValueError(msg)
+        output = "softplus"
+    if extended and (solver == "als" or preset == "paper"):
+        msg = f"loss={loss!r}/soft_mask={soft_mask} run on the gradient engine: use solver='auto' or 'gradient'."
+        raise ValueError(msg)
     config = DecoderConfig(
         n_genes=len(var_names),
         n_latent=len(latent_names),
@@ -229,8 +268,20 @@ def fit_decoder(
         "impl": impl,
     }
     if masked:
-        params.update(tmin=tmin, n_edges=len(net_used), signed_prior=prior is not None)
-    if solver == "als":
+        params.update(tmin=tmin, n_edges=len(net_used), signed_prior=prior is not None, n_extra=n_extra)
+    fields: dict = {}
+    if extended:  # count likelihoods and the soft mask: tl/_counts.py
+        overrides = {**(recipe or {}), **({} if max_epochs is None else {"max_epochs": int(max_epochs)})}
+        overrides.update({} if batch_size is None else {"batch_size": int(batch_size)})
+        decoder, z, history, extra = fit_extended(
+            decoder, x, mat=mat, adata=adata, layer=layer, prior_sign=prior_sign, loss=loss,
+            library_size=library_size, soft_mask=soft_mask, l1=l1, recipe=overrides,
+            early_stopping=early_stopping, seed=seed, progress=progress, callback=callback,
+            names=(var_names, latent_names),
+        )  # fmt: skip
+        params.update(extra["params"], solver="gradient")
+        fields = extra["fields"]
+    elif solver == "als":
         epochs = 50 if max_epochs is None else int(max_epochs)
         z, history = fit_als(
             decoder,
@@ -278,7 +329,11 @@ def fit_decoder(
         params.update(recipe=rec.to_dict(), early_stopping=early_stopping)
 
     model, z = _oriented_model(decoder, z, prior_sign, var_names, latent_names, history)
+    for name, value in fields.items():
+        setattr(model, name, value)
     _write(adata, model, z, key_added, params, history, x.shape[0])
+    if soft_mask:
+        adata.uns[key_added]["net"] = net_used
     logger.info(
         "finished fit_decoder in %.1fs: added obsm[%r], uns[%r]%s",
         time.perf_counter() - t0,
@@ -367,6 +422,7 @@ def infer(
     method: str = "auto",
     max_iter: int | None = None,
     tol: float | None = None,
+    library_size: str | None = None,
     key_added: str = "regdecoder",
     copy: bool = False,
 ) -> AnnData | None:
@@ -392,6 +448,9 @@ def infer(
         ``'auto'``, ``'als'`` or ``'gradient'``.
     max_iter, tol
         Iteration cap and convergence tolerance.
+    library_size
+        Count models: ``obs`` column with library sizes (None: total counts). Count
+        models always infer with their likelihood on the gradient method.
     key_added
         Where results are written.
     copy
@@ -412,7 +471,8 @@ def infer(
     order = check_genes(adata.var_names, model.var_names)
     dense = to_dense(mat)[:, order]
     x = torch.as_tensor(np.ascontiguousarray(dense), device=model.device)
-    z, n_iter = model.infer_latents(x, method=method, max_iter=max_iter, tol=tol)
+    sf = None if model.likelihood == "mse" else infer_size_factors(adata, mat, model, library_size, layer)
+    z, n_iter = model.infer_latents(x, method=method, max_iter=max_iter, tol=tol, size_factors=sf)
     adata.obsm[key_added] = z.cpu().numpy().astype(np.float32)
     adata.uns[key_added] = {
         "latent_names": np.asarray(model.latent_names, dtype=object),

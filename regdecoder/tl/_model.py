@@ -35,6 +35,14 @@ class Model:
         Mean latent of the training cells; the start of gradient inference.
     history
         Training loss per epoch and the training seconds at each epoch.
+    likelihood
+        ``'mse'`` (default), ``'poisson'`` or ``'nb'``: the loss the decoder was fit
+        with; count models infer new cells with the same likelihood.
+    log_theta
+        Per-gene log inverse dispersion of a negative-binomial model.
+    library_ref
+        Count models: the reference library size (size factor = a cell's total
+        count / ``library_ref``).
     """
 
     def __init__(
@@ -46,8 +54,14 @@ class Model:
         orientation: list[str] | None = None,
         z_mean: torch.Tensor | None = None,
         history: dict | None = None,
+        likelihood: str = "mse",
+        log_theta: torch.Tensor | None = None,
+        library_ref: float | None = None,
     ) -> None:
         self.decoder = decoder
+        self.likelihood = likelihood
+        self.log_theta = log_theta
+        self.library_ref = library_ref
         self.var_names = list(map(str, var_names))
         self.latent_names = list(map(str, latent_names))
         self.orientation = list(orientation) if orientation is not None else []
@@ -73,6 +87,8 @@ class Model:
     def to(self, device: str | torch.device) -> Model:
         """Move the decoder to ``device`` (``'auto'``, ``'cpu'``, ``'cuda'``...); returns self."""
         self.decoder.to(resolve_device(device))
+        if self.log_theta is not None:
+            self.log_theta = self.log_theta.to(resolve_device(device))
         return self
 
     @property
@@ -95,15 +111,27 @@ class Model:
         return self.decoder(zt).cpu().numpy()
 
     def infer_latents(
-        self, x: torch.Tensor, *, method: str = "auto", max_iter: int | None = None, tol: float | None = None
+        self,
+        x: torch.Tensor,
+        *,
+        method: str = "auto",
+        max_iter: int | None = None,
+        tol: float | None = None,
+        size_factors: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, int]:
         """Latents of new cells (a float32 tensor on the model's device), decoder frozen.
 
         ``method='als'`` (one-layer decoders; the default for them) solves the censored
         least-squares problem exactly, all cells with one shared factorisation;
         ``'gradient'`` runs full-batch Adam on the latents from ``z_mean``.
+        Count models (``likelihood`` not ``'mse'``) need the cells' ``size_factors``
+        and always use the gradient method with their likelihood.
         Returns the latents and the iterations run.
         """
+        if self.likelihood != "mse":
+            from ._counts import count_latents
+
+            return count_latents(self, x, size_factors, max_iter=max_iter, tol=tol)
         if method == "auto":
             method = "als" if self.decoder.one_layer else "gradient"
         if method == "als":
@@ -143,6 +171,9 @@ class Model:
             "latent_names": self.latent_names,
             "orientation": self.orientation,
             "z_mean": self.z_mean.detach().cpu(),
+            "likelihood": self.likelihood,
+            "log_theta": None if self.log_theta is None else self.log_theta.detach().cpu(),
+            "library_ref": self.library_ref,
             "history": {k: list(map(float, v)) for k, v in self.history.items() if isinstance(v, list)},
         }
 
@@ -176,4 +207,7 @@ class Model:
             orientation=blob.get("orientation"),
             z_mean=blob.get("z_mean"),
             history=blob.get("history"),
+            likelihood=blob.get("likelihood", "mse"),
+            log_theta=blob.get("log_theta"),
+            library_ref=blob.get("library_ref"),
         )

@@ -3,6 +3,7 @@
 from ._als import censored_loss, fit_als, solve_latents
 from ._common import RowAdam, RowSGD, resolve_device
 from ._engine import FAST, PAPER, Recipe, fit_gradient, infer_gradient
+from ._likelihoods import nb_nll, negative_binomial, poisson_nll
 from ._losses import get_loss, register_loss
 from ._orient import orient
 
@@ -17,7 +18,10 @@ __all__ = [
     "fit_gradient",
     "get_loss",
     "infer_gradient",
+    "nb_nll",
+    "negative_binomial",
     "orient",
+    "poisson_nll",
     "register_loss",
     "resolve_device",
     "solve_latents",
