@@ -7,6 +7,6 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-from . import get, metrics, nn, pl, pp, sim, tl, train  # noqa: E402
+from . import datasets, get, metrics, nn, pl, pp, sim, tl, train  # noqa: E402
 
-__all__ = ["__version__", "get", "metrics", "nn", "pl", "pp", "sim", "tl", "train"]
+__all__ = ["__version__", "datasets", "get", "metrics", "nn", "pl", "pp", "sim", "tl", "train"]

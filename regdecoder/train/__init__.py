@@ -3,11 +3,14 @@
 from ._als import censored_loss, fit_als, solve_latents
 from ._common import RowAdam, RowSGD, resolve_device
 from ._engine import FAST, PAPER, Recipe, fit_gradient, infer_gradient
+from ._images import CIFAR_PAPER, MNIST_PAPER, infer_images, init_latents, mean_loss, reconstruct
 from ._losses import get_loss, register_loss
 from ._orient import orient
 
 __all__ = [
+    "CIFAR_PAPER",
     "FAST",
+    "MNIST_PAPER",
     "PAPER",
     "Recipe",
     "RowAdam",
@@ -17,7 +20,11 @@ __all__ = [
     "fit_gradient",
     "get_loss",
     "infer_gradient",
+    "infer_images",
+    "init_latents",
+    "mean_loss",
     "orient",
+    "reconstruct",
     "register_loss",
     "resolve_device",
     "solve_latents",
