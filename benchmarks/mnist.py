@@ -69,6 +69,8 @@ def run_one(
     kind: str,
     recipe: rd.train.Recipe,
     infer_iters: int,
+    infer_lr: float,
+    infer_start: str,
     amp: bool,
     seed: int,
 ) -> dict:
@@ -85,9 +87,12 @@ def run_one(
         )
         train_seconds = time.perf_counter() - t0
         xhat_tr = rd.train.reconstruct(dec, z=z)
-        z0 = z.mean(0, keepdim=True).expand(x_te.shape[0], *dec.latent_shape).contiguous()
         t1 = time.perf_counter()
-        z_te = rd.train.infer_images(dec, x_te, z0, loss="bce", max_iter=infer_iters)
+        if infer_start == "nearest":
+            z0 = rd.train.nearest_start(x_tr, z, x_te)
+        else:
+            z0 = z.mean(0, keepdim=True).expand(x_te.shape[0], *dec.latent_shape).contiguous()
+        z_te = rd.train.infer_images(dec, x_te, z0, loss="bce", max_iter=infer_iters, lr=infer_lr)
         infer_seconds = time.perf_counter() - t1
         xhat_te = rd.train.reconstruct(dec, z=z_te)
     else:
@@ -150,14 +155,21 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument(
         "--steps",
         type=int,
-        help="train each size for ceil(steps / batches per epoch) epochs (at most --epochs); default: none, 500 with --quick",
+        help="train each size for ceil(steps / batches per epoch) epochs (at most --epochs); default: none, 250 with --quick",
     )
     parser.add_argument("--batch-size", type=int, help="default: 32")
     parser.add_argument("--n-test", type=int, default=1000)
-    parser.add_argument("--infer-iters", type=int, help="test-time Adam steps; default 300, 50 with --quick")
+    parser.add_argument("--infer-iters", type=int, help="test-time Adam steps; default 300, 30 with --quick")
+    parser.add_argument("--infer-lr", type=float, default=0.1, help="test-time Adam step size")
+    parser.add_argument(
+        "--infer-start",
+        choices=("nearest", "mean"),
+        default="nearest",
+        help="test latents start at the latent of the nearest training image, or at the mean latent",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
-    parser.add_argument("--quick", action="store_true", help=f"CPU run: sizes {QUICK_SIZES}, 500 steps each")
+    parser.add_argument("--quick", action="store_true", help=f"CPU run: sizes {QUICK_SIZES}, 250 steps each")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS / "mnist.csv")
     parser.add_argument("--plot-only", nargs="+", type=Path, metavar="CSV", help="merge these CSVs into --out + plot")
@@ -176,8 +188,8 @@ def main(argv=None) -> pd.DataFrame:
     if any(s % 10 for s in sizes):
         parser.error(f"--sizes must be multiples of 10 (class-balanced), got {sizes}")
     epochs = args.epochs or 200
-    steps = args.steps or (500 if args.quick else None)
-    infer_iters = args.infer_iters or (50 if args.quick else 300)
+    steps = args.steps or (250 if args.quick else None)
+    infer_iters = args.infer_iters or (30 if args.quick else 300)
     batch_size = args.batch_size or 32
     device = rd.train.resolve_device(args.device)
     if device.type == "cuda":
@@ -194,10 +206,21 @@ def main(argv=None) -> pd.DataFrame:
         n_epochs = epochs if steps is None else min(epochs, -(-steps // -(-size // batch_size)))
         recipe = replace(rd.train.MNIST_PAPER, max_epochs=n_epochs, batch_size=batch_size)
         for kind in args.models:
-            row = run_one(x_tr, x_te_t, kind=kind, recipe=recipe, infer_iters=infer_iters, amp=args.amp, seed=args.seed)
+            row = run_one(
+                x_tr,
+                x_te_t,
+                kind=kind,
+                recipe=recipe,
+                infer_iters=infer_iters,
+                infer_lr=args.infer_lr,
+                infer_start=args.infer_start,
+                amp=args.amp,
+                seed=args.seed,
+            )
             histories[f"{kind}_{size}"] = row.pop("_history")
             row.update(source=args.source, device=str(device), amp=args.amp, batch_size=batch_size)
             rows.append(row)
+            pd.DataFrame(rows).to_csv(args.out, index=False)  # partial results survive an interrupted run
             print(
                 f"N={size:6d} {kind:11s} train BCE {row['train_bce']:.4f} test BCE {row['test_bce']:.4f} "
                 f"(alpha_d {row['alpha_d']:.2f}, alpha_e {row['alpha_e']:.3f}) {row['train_seconds']:.0f}s",
@@ -208,7 +231,7 @@ def main(argv=None) -> pd.DataFrame:
     meta = {
         "recipe": replace(rd.train.MNIST_PAPER, max_epochs=epochs, batch_size=batch_size).to_dict(),
         "steps": steps,
-        "infer": {"optimizer": "adam", "lr": 0.05, "iters": infer_iters, "start": "mean of the training latents"},
+        "infer": {"optimizer": "adam", "lr": args.infer_lr, "iters": infer_iters, "start": args.infer_start},
         "source": args.source,
         "n_test": args.n_test,
         "seed": args.seed,

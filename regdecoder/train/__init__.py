@@ -3,7 +3,7 @@
 from ._als import censored_loss, fit_als, solve_latents
 from ._common import RowAdam, RowSGD, resolve_device
 from ._engine import FAST, PAPER, Recipe, fit_gradient, infer_gradient
-from ._images import CIFAR_PAPER, MNIST_PAPER, infer_images, init_latents, mean_loss, reconstruct
+from ._images import CIFAR_PAPER, MNIST_PAPER, infer_images, init_latents, mean_loss, nearest_start, reconstruct
 from ._losses import get_loss, register_loss
 from ._orient import orient
 
@@ -23,6 +23,7 @@ __all__ = [
     "infer_images",
     "init_latents",
     "mean_loss",
+    "nearest_start",
     "orient",
     "reconstruct",
     "register_loss",

@@ -106,3 +106,21 @@ def infer_images(
         )
         out.append(zc)
     return torch.cat(out)
+
+
+@torch.no_grad()
+def nearest_start(
+    x_train: torch.Tensor, z_train: torch.Tensor, x_new: torch.Tensor, *, chunk: int = 1000
+) -> torch.Tensor:
+    """A start for test-time inference: each new image gets the latent of its nearest
+    training image (Euclidean distance in pixel space).
+
+    A start near the answer lets far fewer inference steps reach the same loss than a
+    start from the mean latent; the result is still optimised with the decoder frozen.
+    """
+    a = x_train.reshape(x_train.shape[0], -1).float()
+    out = []
+    for s in range(0, x_new.shape[0], chunk):
+        b = x_new[s : s + chunk].reshape(-1, a.shape[1]).float()
+        out.append(torch.cdist(b, a).argmin(1))
+    return z_train[torch.cat(out)].clone()
