@@ -181,13 +181,15 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--sizes", type=int, nargs="+", help=f"images per class; default {PAPER_PER_CLASS}")
     parser.add_argument("--epochs", type=int, help="default 200, 10 with --quick")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--n-evals", type=int, default=10, help="evaluation epochs along the curve")
+    parser.add_argument("--n-evals", type=int, help="evaluation epochs along the curve; default 10, 5 with --quick")
     parser.add_argument("--grid-epochs", type=int, nargs="+", help="epochs shown in the reconstruction grid")
-    parser.add_argument("--n-test", type=int, help="first test images used; default 1000, 200 with --quick")
-    parser.add_argument("--infer-iters", type=int, help="test-time Adam steps per evaluation; default 100, 30 --quick")
+    parser.add_argument("--n-test", type=int, help="first test images used; default 1000, 100 with --quick")
+    parser.add_argument("--infer-iters", type=int, help="test-time Adam steps per evaluation; default 100, 20 --quick")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
-    parser.add_argument("--quick", action="store_true", help="CPU run: 50 and 100 per class, 10 epochs, 200 test")
+    parser.add_argument(
+        "--quick", action="store_true", help="CPU run: 50 and 100 per class, 10 epochs, 100 test images"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS / "cifar10.csv")
     parser.add_argument("--plot-only", nargs="+", type=Path, metavar="CSV", help="merge these CSVs into --out + plot")
@@ -206,9 +208,9 @@ def main(argv=None) -> pd.DataFrame:
 
     sizes = args.sizes or ([50, 100] if args.quick else PAPER_PER_CLASS)
     epochs = args.epochs or (10 if args.quick else 200)
-    n_test = args.n_test or (200 if args.quick else 1000)
-    infer_iters = args.infer_iters or (30 if args.quick else 100)
-    eval_epochs = eval_schedule(epochs, args.n_evals)
+    n_test = args.n_test or (100 if args.quick else 1000)
+    infer_iters = args.infer_iters or (20 if args.quick else 100)
+    eval_epochs = eval_schedule(epochs, args.n_evals or (5 if args.quick else 10))
     grid_epochs = sorted(set(args.grid_epochs or [1, eval_epochs[len(eval_epochs) // 2], epochs]))
     if not set(grid_epochs) <= set(range(1, epochs + 1)):
         parser.error(f"--grid-epochs must lie in 1..{epochs}, got {grid_epochs}")

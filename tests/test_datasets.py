@@ -188,3 +188,14 @@ def test_mnist_sample_from_a_copied_file(tmp_path):
         rd.datasets.mnist_sample(tmp_path / "bad.csv.gz")
     with pytest.raises(FileNotFoundError, match="mnist_5k"):
         rd.datasets.mnist_sample(tmp_path / "absent.csv.gz")
+
+
+def test_loader_signatures():
+    # the package convention (tests/test_package_structure.py): at most three positional parameters
+    import inspect
+
+    for name in rd.datasets.__all__:
+        params = inspect.signature(getattr(rd.datasets, name)).parameters.values()
+        positional = [p for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+        assert len(positional) <= 3, name
+    assert inspect.signature(rd.datasets.mnist).parameters["split"].kind is inspect.Parameter.KEYWORD_ONLY
