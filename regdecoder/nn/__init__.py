@@ -1,15 +1,37 @@
-"""Pure-PyTorch modules (no AnnData): the masked layer, the decoders and the encoders."""
+"""Pure-PyTorch modules (no AnnData): the masked layer, the decoders, the encoders and the image models."""
 
 from ._decoder import Decoder, DecoderConfig
 from ._encoder import Encoder, EncoderConfig
+from ._images import (
+    IMAGE_MODELS,
+    CIFARDecoder1x1,
+    CIFARDecoder4x4,
+    CIFAREncoder1x1,
+    CIFAREncoder4x4,
+    MNISTDecoder,
+    MNISTEncoder,
+    image_loads,
+    image_model,
+    n_parameters,
+)
 from ._sparse import SPARSE_DENSITY_THRESHOLD, SPARSE_MIN_WEIGHTS, SparseLinear
 
 __all__ = [
+    "IMAGE_MODELS",
     "SPARSE_DENSITY_THRESHOLD",
     "SPARSE_MIN_WEIGHTS",
+    "CIFARDecoder1x1",
+    "CIFARDecoder4x4",
+    "CIFAREncoder1x1",
+    "CIFAREncoder4x4",
     "Decoder",
     "DecoderConfig",
     "Encoder",
     "EncoderConfig",
+    "MNISTDecoder",
+    "MNISTEncoder",
     "SparseLinear",
+    "image_loads",
+    "image_model",
+    "n_parameters",
 ]
