@@ -2,5 +2,6 @@
 
 from ._fit import fit_decoder, infer
 from ._model import Model
+from ._scale import fit_decoder_distributed
 
-__all__ = ["Model", "fit_decoder", "infer"]
+__all__ = ["Model", "fit_decoder", "fit_decoder_distributed", "infer"]

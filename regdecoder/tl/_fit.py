@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from copy import deepcopy
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from ..nn import Decoder, DecoderConfig
 from ..train import FAST, PAPER, fit_als, fit_gradient, orient, resolve_device, solve_latents
 from ..train._als import masked_pca_init
 from ._model import Model
+from ._scale import fit_als_adata, infer_adata, require_in_memory, streamable
 from ._validate import check_genes, get_matrix, prepare_net, to_dense
 
 logger = logging.getLogger("regdecoder")
@@ -146,7 +148,8 @@ def fit_decoder(
     if preset == "paper" and solver == "als":
         msg = "preset='paper' is the paper's gradient recipe; use solver='gradient' or 'auto' with it."
         raise ValueError(msg)
-    mat = get_matrix(adata, layer)
+    stream = streamable(adata, layer)  # sparse, backed or multi-process: ALS reads chunks of cells
+    mat = None if stream else get_matrix(adata, layer)
     dev = resolve_device(device)
     var_names = list(map(str, adata.var_names))
 
@@ -191,7 +194,10 @@ def fit_decoder(
         msg = "solver='als' needs a one-layer decoder; use solver='gradient' with `hidden`."
         raise ValueError(msg)
 
-    x = torch.as_tensor(to_dense(mat), device=dev)
+    if stream and solver != "als":  # the gradient engine holds the data on the device
+        require_in_memory(adata, layer, "solver='gradient'")
+        stream, mat = False, get_matrix(adata, layer)
+    x = None if stream else torch.as_tensor(to_dense(mat), device=dev)
     prior_sign = None
     if prior is not None:
         prior_sign = torch.zeros(config.n_genes, config.n_latent, device=dev)
@@ -204,7 +210,7 @@ def fit_decoder(
         "masked" if masked else "dense" if decoder.one_layer else "MLP",
         config.n_latent,
         config.n_genes,
-        x.shape[0],
+        adata.n_obs,
         solver,
         dev,
     )
@@ -231,9 +237,7 @@ def fit_decoder(
         params.update(tmin=tmin, n_edges=len(net_used), signed_prior=prior is not None)
     if solver == "als":
         epochs = 50 if max_epochs is None else int(max_epochs)
-        z, history = fit_als(
-            decoder,
-            x,
+        z, history = (partial(fit_als_adata, decoder, adata, layer) if stream else partial(fit_als, decoder, x))(
             prior_sign=prior_sign,
             max_epochs=epochs,
             tol=tol,
@@ -277,7 +281,7 @@ def fit_decoder(
         params.update(recipe=rec.to_dict(), early_stopping=early_stopping)
 
     model, z = _oriented_model(decoder, z, prior_sign, var_names, latent_names, history)
-    _write(adata, model, z, key_added, params, history, x.shape[0])
+    _write(adata, model, z, key_added, params, history, adata.n_obs)
     logger.info(
         "finished fit_decoder in %.1fs: added obsm[%r], uns[%r]%s",
         time.perf_counter() - t0,
@@ -411,11 +415,14 @@ def infer(
         msg = f"`model` must be a regdecoder Model (from rd.tl.fit_decoder or Model.load), got {type(model).__name__}."
         raise TypeError(msg)
     t0 = time.perf_counter()
-    mat = get_matrix(adata, layer)
     order = check_genes(adata.var_names, model.var_names)
-    dense = to_dense(mat)[:, order]
-    x = torch.as_tensor(np.ascontiguousarray(dense), device=model.device)
-    z, n_iter = model.infer_latents(x, method=method, max_iter=max_iter, tol=tol)
+    if streamable(adata, layer, distributed=False) and method in ("auto", "als") and model.decoder.one_layer:
+        z, n_iter = infer_adata(adata, model, layer=layer, order=order, max_iter=max_iter, tol=tol)  # in chunks
+    else:
+        require_in_memory(adata, layer, f"infer(method={method!r})", distributed=False)
+        dense = to_dense(get_matrix(adata, layer))[:, order]
+        x = torch.as_tensor(np.ascontiguousarray(dense), device=model.device)
+        z, n_iter = model.infer_latents(x, method=method, max_iter=max_iter, tol=tol)
     adata.obsm[key_added] = z.cpu().numpy().astype(np.float32)
     adata.uns[key_added] = {
         "latent_names": np.asarray(model.latent_names, dtype=object),
