@@ -186,10 +186,12 @@ def work_fit(a) -> dict:
         "n_cells": int(new.n_obs),
         "nonzero_fraction": nnz / (adata_shape[0] * adata_shape[1]),
         "epochs": epochs,
-        "sec_per_epoch": per_epoch,
-        "fit_cells_per_s": new.n_obs / per_epoch,
+        "sec_per_epoch": per_epoch if epochs > 1 else float("nan"),
+        "first_epoch_seconds": float(secs[0]),  # the initial least-squares pass + epoch 1
+        "fit_cells_per_s": new.n_obs / per_epoch,  # with one epoch: initial pass + epoch 1
         "fit_seconds": fit_wall,
         "seconds_to_pcc099": reached[0] if reached else float("nan"),
+        "seconds_to_pcc098": next((t for (_, t, p) in curve if p >= 0.98), float("nan")),
         "epochs_to_pcc099": next((e for (e, _, p) in curve if p >= 0.99), -1),
         "pcc_train": pcc_train,
         "infer_seconds": infer_s,
@@ -270,6 +272,12 @@ def plot(df: pd.DataFrame, path: Path, slopes: dict, title: str) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     ax = axes[0]
     ax.loglog(df.n_cells, df.sec_per_epoch, "o-", label=f"fit, s/epoch (slope {slopes['sec_per_epoch']:.2f})")
+    ax.loglog(
+        df.n_cells,
+        df.first_epoch_seconds,
+        "o:",
+        label=f"fit, first pass + epoch (slope {slopes['first_epoch_seconds']:.2f})",
+    )
     ax.loglog(df.n_cells, df.infer_seconds, "s-", label=f"infer, s (slope {slopes['infer_seconds']:.2f})")
     ax.set(xlabel="cells N", ylabel="seconds", title="time")
     ax.legend(fontsize=8)
@@ -310,6 +318,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     p.add_argument("--progress", action="store_true")
     p.add_argument("--timeout", type=float, default=4 * 3600)
     p.add_argument("--quick", action="store_true", help="tiny sizes (test suite)")
+    p.add_argument("--combine", nargs="+", help="merge the scale.csv of earlier runs (other sizes) into --out")
     p.add_argument("--_work", choices=["gen", "fit", "mlm"], help=argparse.SUPPRESS)
     p.add_argument("--train", help=argparse.SUPPRESS)
     p.add_argument("--new", help=argparse.SUPPRESS)
@@ -329,6 +338,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         print(json.dumps(res))
         return pd.DataFrame()
 
+    if a.combine:
+        frames = [pd.read_csv(Path(d) / "scale.csv") for d in a.combine]
+        rows = pd.concat(frames).sort_values("n_cells").drop_duplicates("n_cells", keep="last").to_dict("records")
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        return _save(rows, a, out, "scale")
     if a.quick:
         a.sizes, a.genes, a.tfs, a.density, a.max_epochs, a.mlm_cells = [300, 900], 120, 8, 0.2, 6, 1000
     out = Path(a.out)
@@ -337,7 +352,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     data.mkdir(parents=True, exist_ok=True)
     shape = ["--genes", str(a.genes), "--tfs", str(a.tfs), "--density", str(a.density)]
     stem = "scale_quick" if a.quick else "scale"
-    rows = []
+    rows, curves = [], {}
     for n in a.sizes:
         tag = f"n{n}_g{a.genes}_t{a.tfs}_d{a.density}"
         files = {}
@@ -371,7 +386,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 ["--_work", "mlm", "--mlm-cells", str(a.mlm_cells), "--mlm-bsize", str(a.mlm_bsize), *common], a.timeout
             )
         )
-        row.pop("curve")
+        curves[n] = row.pop("curve")
         rows.append(row)
         print(
             f"N={n}: {row['sec_per_epoch']:.2f} s/epoch ({row['fit_cells_per_s']:.0f} cells/s), "
@@ -380,15 +395,16 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             f"mlm {row['mlm_cells_per_s']:.0f} cells/s (PCC {row['pcc_mlm']:.4f}); peak RSS {row['peak_rss_fit_infer_gib']:.2f} GiB",
             flush=True,
         )
-        df = _save(rows, a, out, stem)
+        df = _save(rows, a, out, stem, curves)
     return df
 
 
-def _save(rows, a, out: Path, stem: str) -> pd.DataFrame:
+def _save(rows, a, out: Path, stem: str, curves: dict | None = None) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     big = df[df.n_cells >= min(10_000, df.n_cells.max())] if len(df) > 2 else df
     slopes = {
         "sec_per_epoch": slope(big.n_cells, big.sec_per_epoch),
+        "first_epoch_seconds": slope(big.n_cells, big.first_epoch_seconds),
         "infer_seconds": slope(big.n_cells, big.infer_seconds),
         "peak_rss": slope(big.n_cells, big.peak_rss_fit_infer_gib),
         "fitted_on_sizes": [int(v) for v in big.n_cells],
@@ -396,6 +412,7 @@ def _save(rows, a, out: Path, stem: str) -> pd.DataFrame:
     df.to_csv(out / f"{stem}.csv", index=False)
     meta = {"args": {k: v for k, v in vars(a).items() if not k.startswith("_")}, "slopes": slopes}
     meta["rows"] = df.to_dict(orient="records")
+    meta["curves"] = {str(k): v for k, v in (curves or {}).items()}  # (epoch, seconds, training |PCC|)
     (out / f"{stem}.json").write_text(json.dumps(meta, indent=1, default=float))
     plot(df, out / f"{stem}.png", slopes, f"regdecoder streamed ALS, {a.genes} genes, {a.tfs} TFs, device {a.device}")
     print(f"log-log slopes (sizes {slopes['fitted_on_sizes']}): {slopes}", flush=True)
