@@ -5,6 +5,7 @@ from ._encoder import EncoderModel, encode, fit_autoencoder, fit_encoder
 from ._fit import fit_decoder, infer
 from ._load import load
 from ._model import Model
+from ._scale import fit_decoder_distributed
 
 __all__ = [
     "EncoderModel",
@@ -12,6 +13,7 @@ __all__ = [
     "encode",
     "fit_autoencoder",
     "fit_decoder",
+    "fit_decoder_distributed",
     "fit_encoder",
     "infer",
     "load",

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from copy import deepcopy
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from ..train._als import masked_pca_init
 from ._counts import COUNT_LOSSES, add_extra_latents, fit_extended, infer_size_factors
 from ._load import load_values
 from ._model import Model
+from ._scale import fit_als_adata, infer_adata, require_in_memory, streamable
 from ._validate import check_genes, get_matrix, prepare_net, to_dense
 
 logger = logging.getLogger("regdecoder")
@@ -173,7 +175,8 @@ def fit_decoder(
     if preset == "paper" and solver == "als":
         msg = "preset='paper' is the paper's gradient recipe; use solver='gradient' or 'auto' with it."
         raise ValueError(msg)
-    mat = get_matrix(adata, layer)
+    stream = streamable(adata, layer)  # sparse, backed or multi-process: ALS reads chunks of cells
+    mat = None if stream else get_matrix(adata, layer)
     dev = resolve_device(device)
     var_names = list(map(str, adata.var_names))
 
@@ -231,7 +234,10 @@ def fit_decoder(
         msg = "solver='als' needs a one-layer decoder; use solver='gradient' with `hidden`."
         raise ValueError(msg)
 
-    x = torch.as_tensor(to_dense(mat), device=dev)
+    if stream and (solver != "als" or extended):  # the gradient engine holds the data on the device
+        require_in_memory(adata, layer, "solver='gradient'" if not extended else f"loss={loss!r}/soft_mask")
+        stream, mat = False, get_matrix(adata, layer)
+    x = None if stream else torch.as_tensor(to_dense(mat), device=dev)
     prior_sign = None
     if prior is not None:
         prior_sign = torch.zeros(config.n_genes, config.n_latent, device=dev)
@@ -244,7 +250,7 @@ def fit_decoder(
         "masked" if masked else "dense" if decoder.one_layer else "MLP",
         config.n_latent,
         config.n_genes,
-        x.shape[0],
+        adata.n_obs,
         solver,
         dev,
     )
@@ -283,9 +289,7 @@ def fit_decoder(
         fields = extra["fields"]
     elif solver == "als":
         epochs = 50 if max_epochs is None else int(max_epochs)
-        z, history = fit_als(
-            decoder,
-            x,
+        z, history = (partial(fit_als_adata, decoder, adata, layer) if stream else partial(fit_als, decoder, x))(
             prior_sign=prior_sign,
             max_epochs=epochs,
             tol=tol,
@@ -331,7 +335,7 @@ def fit_decoder(
     model, z = _oriented_model(decoder, z, prior_sign, var_names, latent_names, history)
     for name, value in fields.items():
         setattr(model, name, value)
-    _write(adata, model, z, key_added, params, history, x.shape[0])
+    _write(adata, model, z, key_added, params, history, adata.n_obs)
     if soft_mask:
         adata.uns[key_added]["net"] = net_used
     logger.info(
@@ -467,12 +471,22 @@ def infer(
         msg = f"`model` must be a regdecoder Model (from rd.tl.fit_decoder or Model.load), got {type(model).__name__}."
         raise TypeError(msg)
     t0 = time.perf_counter()
-    mat = get_matrix(adata, layer)
     order = check_genes(adata.var_names, model.var_names)
-    dense = to_dense(mat)[:, order]
-    x = torch.as_tensor(np.ascontiguousarray(dense), device=model.device)
-    sf = None if model.likelihood == "mse" else infer_size_factors(adata, mat, model, library_size, layer)
-    z, n_iter = model.infer_latents(x, method=method, max_iter=max_iter, tol=tol, size_factors=sf)
+    count_model = model.likelihood != "mse"
+    if (
+        not count_model
+        and streamable(adata, layer, distributed=False)
+        and method in ("auto", "als")
+        and model.decoder.one_layer
+    ):
+        z, n_iter = infer_adata(adata, model, layer=layer, order=order, max_iter=max_iter, tol=tol)  # in chunks
+    else:
+        require_in_memory(adata, layer, f"infer(method={method!r})", distributed=False)
+        mat = get_matrix(adata, layer)
+        dense = to_dense(mat)[:, order]
+        x = torch.as_tensor(np.ascontiguousarray(dense), device=model.device)
+        sf = infer_size_factors(adata, mat, model, library_size, layer) if count_model else None
+        z, n_iter = model.infer_latents(x, method=method, max_iter=max_iter, tol=tol, size_factors=sf)
     adata.obsm[key_added] = z.cpu().numpy().astype(np.float32)
     adata.uns[key_added] = {
         "latent_names": np.asarray(model.latent_names, dtype=object),

@@ -123,24 +123,34 @@ def solve_weights(
     """
     if bias:
         z = torch.cat([z, torch.ones(z.shape[0], 1, dtype=z.dtype, device=z.device)], dim=1)
-    gram = z.T @ z
+    return solve_weights_stats(z.T @ z, y.T @ z, index, ridge=ridge)
+
+
+def solve_weights_stats(
+    gram: torch.Tensor, rhs: torch.Tensor, index: _MaskIndex, *, ridge: float = 1e-6
+) -> torch.Tensor:
+    """:func:`solve_weights` from its sufficient statistics over cells.
+
+    ``gram = Z.T @ Z`` (latents, with a column of ones when there is a bias) and
+    ``rhs = Y.T @ Z`` (genes x columns) are sums over cells, so they can be
+    accumulated over chunks of cells (or over processes) before this solve.
+    """
     lam = ridge * gram.diagonal().mean().clamp(min=1e-12)
-    rhs = y.T @ z  # n_genes x cols
-    n_genes = y.shape[1]
+    n_genes = rhs.shape[0]
     if index.full:  # dense decoder: one shared solve
-        chol = torch.linalg.cholesky(gram + lam * torch.eye(gram.shape[0], dtype=z.dtype, device=z.device))
+        chol = torch.linalg.cholesky(gram + lam * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device))
         return torch.cholesky_solve(rhs.T, chol).T
     # Padded index table in degree order.
     k = index.k_max
-    idx = torch.zeros(n_genes, k, dtype=torch.long, device=z.device)
-    valid = torch.zeros(n_genes, k, dtype=torch.bool, device=z.device)
+    idx = torch.zeros(n_genes, k, dtype=torch.long, device=gram.device)
+    valid = torch.zeros(n_genes, k, dtype=torch.bool, device=gram.device)
     idx[index.genes_sorted, index.pos] = index.cols
     valid[index.genes_sorted, index.pos] = True
     deg_sorted = index.deg[index.order]
     rhs_sorted = rhs[index.order]
-    solved = torch.zeros(n_genes, k, dtype=z.dtype, device=z.device)
+    solved = torch.zeros(n_genes, k, dtype=gram.dtype, device=gram.device)
     step = max(1, _CHUNK_ELEMENTS // max(1, k * k))
-    eye_full = torch.eye(k, dtype=z.dtype, device=z.device)
+    eye_full = torch.eye(k, dtype=gram.dtype, device=gram.device)
     for start in range(0, n_genes, step):
         stop = min(n_genes, start + step)
         kk = int(deg_sorted[stop - 1])  # degrees ascend: the chunk's largest
@@ -151,7 +161,7 @@ def solve_weights(
         g = torch.where(vv.unsqueeze(2) & vv.unsqueeze(1), gram[ii.unsqueeze(2), ii.unsqueeze(1)], eye) + lam * eye
         r = torch.gather(rhs_sorted[start:stop], 1, ii) * vv
         solved[start:stop, :kk] = torch.linalg.solve(g, r.unsqueeze(2)).squeeze(2) * vv
-    out = torch.zeros(n_genes, index.n_cols, dtype=z.dtype, device=z.device)
+    out = torch.zeros(n_genes, index.n_cols, dtype=gram.dtype, device=gram.device)
     genes = index.order[index.genes_sorted]
     out[genes, index.cols] = solved[index.genes_sorted, index.pos]
     return out
