@@ -13,9 +13,9 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from ..nn import Decoder, DecoderConfig, Encoder, EncoderConfig
+from ..nn import DecoderConfig, Encoder, EncoderConfig
 from ..train import PAPER, Recipe, fit_gradient, resolve_device
-from ._fit import _h5ad_safe, _oriented_model
+from ._fit import _h5ad_safe, _oriented_model, new_decoder, prior_sign_matrix
 from ._load import load_values
 from ._model import Model
 from ._validate import check_genes, get_matrix, prepare_net, to_dense
@@ -478,21 +478,10 @@ def fit_autoencoder(
         masked=net is not None,
         impl=impl,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        decoder = Decoder(
-            config,
-            None if rows is None else torch.as_tensor(rows),
-            None if cols is None else torch.as_tensor(cols),
-        ).to(dev)
+    decoder = new_decoder(config, rows, cols, seed, dev)
     encoder = _new_encoder(config.n_genes, config.n_latent, hidden, seed + 1, dev)
     x = torch.as_tensor(to_dense(mat), device=dev)
-    prior_sign = None
-    if prior is not None:
-        prior_sign = torch.zeros(config.n_genes, config.n_latent, device=dev)
-        prior_sign[torch.as_tensor(rows, device=dev), torch.as_tensor(cols, device=dev)] = torch.as_tensor(
-            prior, dtype=torch.float32, device=dev
-        )
+    prior_sign = prior_sign_matrix(config, rows, cols, prior, dev)
     logger.info(
         "fitting autoencoder (%d genes, %d latents, %d cells) on %s", config.n_genes, config.n_latent, len(x), dev
     )

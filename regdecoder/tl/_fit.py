@@ -221,13 +221,7 @@ def fit_decoder(
         masked=masked,
         impl=impl,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        decoder = Decoder(
-            config,
-            None if rows is None else torch.as_tensor(rows),
-            None if cols is None else torch.as_tensor(cols),
-        ).to(dev)
+    decoder = new_decoder(config, rows, cols, seed, dev)
     if solver == "auto":
         solver = "gradient" if (preset == "paper" or not decoder.one_layer) else "als"
     if solver == "als" and not decoder.one_layer:
@@ -238,12 +232,7 @@ def fit_decoder(
         require_in_memory(adata, layer, "solver='gradient'" if not extended else f"loss={loss!r}/soft_mask")
         stream, mat = False, get_matrix(adata, layer)
     x = None if stream else torch.as_tensor(to_dense(mat), device=dev)
-    prior_sign = None
-    if prior is not None:
-        prior_sign = torch.zeros(config.n_genes, config.n_latent, device=dev)
-        prior_sign[torch.as_tensor(rows, device=dev), torch.as_tensor(cols, device=dev)] = torch.as_tensor(
-            prior, dtype=torch.float32, device=dev
-        )
+    prior_sign = prior_sign_matrix(config, rows, cols, prior, dev)
 
     logger.info(
         "fitting %s decoder (%d latents, %d genes, %d cells) with solver=%r on %s",
@@ -346,6 +335,28 @@ def fit_decoder(
         f", varm[{key_added + '_weights'!r}]" if decoder.one_layer else "",
     )
     return model
+
+
+def new_decoder(config: DecoderConfig, rows, cols, seed: int, dev: torch.device) -> Decoder:
+    """A decoder initialised from ``seed`` without touching the global random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Decoder(
+            config,
+            None if rows is None else torch.as_tensor(rows),
+            None if cols is None else torch.as_tensor(cols),
+        ).to(dev)
+
+
+def prior_sign_matrix(config: DecoderConfig, rows, cols, prior, dev: torch.device) -> torch.Tensor | None:
+    """The prior's signs as a genes x latents matrix (0 off the network), or None without signs."""
+    if prior is None:
+        return None
+    sign = torch.zeros(config.n_genes, config.n_latent, device=dev)
+    sign[torch.as_tensor(rows, device=dev), torch.as_tensor(cols, device=dev)] = torch.as_tensor(
+        prior, dtype=torch.float32, device=dev
+    )
+    return sign
 
 
 def _oriented_model(
