@@ -135,6 +135,8 @@ def test_count_loss_bad_input(counts):
         rd.tl.fit_decoder(counts, net=net, loss="nb", solver="als", progress=False)
     with pytest.raises(ValueError, match="`loss` must be one of"):
         rd.tl.fit_decoder(counts, net=net, loss="gaussian", progress=False)
+    with pytest.raises(ValueError, match="Unknown field in `recipe`"):
+        rd.tl.fit_decoder(counts, net=net, loss="nb", recipe={"learning_rate": 1.0}, progress=False)
     empty = counts.copy()
     empty.X[0] = 0
     with pytest.raises(ValueError, match="library size"):

@@ -133,3 +133,13 @@ def test_engine_rejects_bad_arguments():
         fit_gradient(dec, x, None, rec, kind="encoder", encoder=nn.Linear(12, 3), objective="latent", progress=False)
     with pytest.raises(ValueError, match="noise must be >= 0"):
         fit_gradient(dec, x, None, rec, kind="encoder", encoder=nn.Linear(12, 3), noise=-1.0, progress=False)
+
+
+def test_recipe_updated_applies_overrides_then_fields():
+    base = Recipe()
+    rec = base.updated({"lr_z": 0.5, "batch_size": 7}, max_epochs=3.0, batch_size=None)
+    assert (rec.lr_z, rec.batch_size, rec.max_epochs) == (0.5, 7, 3)
+    assert isinstance(rec.max_epochs, int)
+    assert base.updated(None) == base and base.max_epochs == Recipe().max_epochs  # a copy; base unchanged
+    with pytest.raises(ValueError, match="Unknown field in `recipe`.*Valid fields"):
+        base.updated({"lr": 1.0})

@@ -17,7 +17,7 @@ from ..nn import DecoderConfig, Encoder, EncoderConfig
 from ..train import PAPER, Recipe, fit_gradient, resolve_device
 from ._fit import _h5ad_safe, _oriented_model, new_decoder, prior_sign_matrix
 from ._load import load_values
-from ._model import Model
+from ._model import Model, read_saved
 from ._validate import check_genes, get_matrix, prepare_net, to_dense
 
 logger = logging.getLogger("regdecoder")
@@ -32,7 +32,7 @@ ENCODER_FAST = Recipe(max_epochs=200, batch_size=128, lr_encoder=1e-3)
 #: The paper's encoder recipe (Adam lr 1e-4, batch 32, weight decay 1e-5, 500 epochs).
 ENCODER_PAPER = PAPER
 #: The paper's autoencoder recipe: as the encoder's, 1000 epochs.
-AUTOENCODER_PAPER = Recipe(**{**PAPER.to_dict(), "max_epochs": 1000})
+AUTOENCODER_PAPER = PAPER.updated(max_epochs=1000)
 
 
 class EncoderModel:
@@ -141,14 +141,7 @@ class EncoderModel:
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> EncoderModel:
         """Load a file written by :meth:`save` (safely: ``weights_only=True``)."""
-        path = Path(path)
-        if not path.exists():
-            msg = f"No encoder file at {str(path)!r}."
-            raise FileNotFoundError(msg)
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
-            msg = f"{str(path)!r} is not a regdecoder encoder file (written by `EncoderModel.save`)."
-            raise ValueError(msg)
+        blob = read_saved(path, _FORMAT, what="encoder", writer="EncoderModel.save")
         encoder = Encoder(EncoderConfig(**blob["config"]))
         encoder.load_state_dict(blob["state_dict"])
         encoder.eval()
@@ -168,18 +161,7 @@ def _recipe(preset: str | None, paper: Recipe, max_epochs, batch_size, lr, recip
         msg = f"`preset` must be one of {_PRESETS}, got {preset!r}."
         raise ValueError(msg)
     base = paper if preset == "paper" else ENCODER_FAST
-    overrides = dict(recipe or {})
-    if max_epochs is not None:
-        overrides["max_epochs"] = int(max_epochs)
-    if batch_size is not None:
-        overrides["batch_size"] = int(batch_size)
-    if lr is not None:
-        overrides["lr_encoder"] = float(lr)
-    try:
-        return Recipe(**{**base.to_dict(), **overrides})
-    except TypeError as err:
-        msg = f"Unknown field in `recipe`: {err}. Valid fields: {list(base.to_dict())}."
-        raise ValueError(msg) from None
+    return base.updated(recipe, max_epochs=max_epochs, batch_size=batch_size, lr_encoder=lr)
 
 
 def _check_noise(noise: float) -> float:

@@ -16,7 +16,7 @@ from anndata import AnnData
 from ..nn import Decoder, DecoderConfig
 from ..train import FAST, PAPER, fit_als, fit_gradient, orient, resolve_device, solve_latents
 from ..train._als import masked_pca_init
-from ._counts import COUNT_LOSSES, add_extra_latents, fit_extended, infer_size_factors
+from ._counts import COUNT_LOSSES, COUNTS, add_extra_latents, fit_extended, infer_size_factors
 from ._load import load_values
 from ._model import Model
 from ._scale import fit_als_adata, infer_adata, require_in_memory, streamable
@@ -266,11 +266,10 @@ def fit_decoder(
         params.update(tmin=tmin, n_edges=len(net_used), signed_prior=prior is not None, n_extra=n_extra)
     fields: dict = {}
     if extended:  # count likelihoods and the soft mask: tl/_counts.py
-        overrides = {**(recipe or {}), **({} if max_epochs is None else {"max_epochs": int(max_epochs)})}
-        overrides.update({} if batch_size is None else {"batch_size": int(batch_size)})
         decoder, z, history, extra = fit_extended(
             decoder, x, mat=mat, adata=adata, layer=layer, prior_sign=prior_sign, loss=loss,
-            library_size=library_size, soft_mask=soft_mask, l1=l1, recipe=overrides,
+            library_size=library_size, soft_mask=soft_mask, l1=l1,
+            recipe=(COUNTS if loss in COUNT_LOSSES else FAST).updated(recipe, max_epochs=max_epochs, batch_size=batch_size),
             early_stopping=early_stopping, seed=seed, progress=progress, callback=callback,
             names=(var_names, latent_names),
         )  # fmt: skip
@@ -289,16 +288,7 @@ def fit_decoder(
         params.update(max_epochs=epochs, tol=tol)
     else:
         base = PAPER if preset == "paper" else FAST
-        overrides = dict(recipe or {})
-        if max_epochs is not None:
-            overrides["max_epochs"] = int(max_epochs)
-        if batch_size is not None:
-            overrides["batch_size"] = int(batch_size)
-        try:
-            rec = type(base)(**{**base.to_dict(), **overrides})
-        except TypeError as err:
-            msg = f"Unknown field in `recipe`: {err}. Valid fields: {list(base.to_dict())}."
-            raise ValueError(msg) from None
+        rec = base.updated(recipe, max_epochs=max_epochs, batch_size=batch_size)
         gen = torch.Generator().manual_seed(seed)
         if preset != "paper" and decoder.one_layer:
             # Same start as the ALS solver: per-TF principal directions, then least-squares

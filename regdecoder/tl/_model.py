@@ -14,6 +14,19 @@ from ..train import infer_gradient, resolve_device, solve_latents
 _FORMAT = "regdecoder.Model"
 
 
+def read_saved(path: str | os.PathLike, fmt: str, *, what: str, writer: str) -> dict:
+    """The dict saved in a regdecoder file of format ``fmt``, read safely (``weights_only=True``)."""
+    path = Path(path)
+    if not path.exists():
+        msg = f"No {what} file at {str(path)!r}."
+        raise FileNotFoundError(msg)
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != fmt:
+        msg = f"{str(path)!r} is not a regdecoder {what} file (written by `{writer}`)."
+        raise ValueError(msg)
+    return blob
+
+
 class Model:
     """A trained decoder with its gene and latent names.
 
@@ -180,14 +193,7 @@ class Model:
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Model:
         """Load a model written by :meth:`save` (safely: ``weights_only=True``)."""
-        path = Path(path)
-        if not path.exists():
-            msg = f"No model file at {str(path)!r}."
-            raise FileNotFoundError(msg)
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
-            msg = f"{str(path)!r} is not a regdecoder model file (written by `Model.save`)."
-            raise ValueError(msg)
+        blob = read_saved(path, _FORMAT, what="model", writer="Model.save")
         return cls.from_dict(blob).to(device)
 
     @classmethod

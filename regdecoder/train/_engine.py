@@ -10,7 +10,7 @@ row-wise optimiser state (:class:`~regdecoder.train._common.RowSGD` /
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -42,6 +42,20 @@ class Recipe:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def updated(self, overrides: dict | None = None, **fields) -> Recipe:
+        """A copy with the user's ``overrides`` (a dict of fields) and then the given
+        ``fields`` that are not None (cast to the field's type) applied.
+
+        An unknown field is a ValueError that lists the valid ones.
+        """
+        changes = dict(overrides or {})
+        changes.update({k: type(getattr(self, k))(v) for k, v in fields.items() if v is not None})
+        try:
+            return replace(self, **changes)
+        except TypeError as err:
+            msg = f"Unknown field in `recipe`: {err}. Valid fields: {list(self.to_dict())}."
+            raise ValueError(msg) from None
 
 
 #: The paper's recipe for the simulated GRN (sec. 3.3): batch 32, Adam 1e-3 on the
