@@ -55,7 +55,7 @@ def test_model_file_of_v010_loads_and_infers():
 
 
 def test_encoder_file_of_v010_loads_and_encodes():
-    em = rd.tl.EncoderModel.load(GOLDEN / "encoder_v010.pt")
+    em = rd.tl.Model.load(GOLDEN / "encoder_v010.pt")
     _, te = mg.data()
     rd.tl.encode(te, em)
     _check("encoder", {"encoder/test": np.asarray(te.obsm[em.key])})

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ..tl._validate import check_key
+from .._anndata import check_key
 
 
 def _latent_names(adata: AnnData, key: str, n: int) -> list[str]:

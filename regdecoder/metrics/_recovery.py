@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ..tl._model import Model
-from ..tl._validate import check_genes, check_key, get_matrix, to_dense
+from .._anndata import check_key, read
 from ._pcc import match_factors, mse, pearson_columns
 
 
@@ -80,9 +79,11 @@ def recovery(
     return out
 
 
-def reconstruction_error(adata: AnnData, model: Model, key: str = "regdecoder", *, layer: str | None = None) -> float:
-    """Mean squared error between the expression and the model's decoding of ``obsm[key]``."""
+def reconstruction_error(
+    adata: AnnData, model, key: str = "regdecoder", *, layer: str | None = None, use_raw: bool = False
+) -> float:
+    """Mean squared error between the expression (in the model's gene order) and the
+    model's decoding of ``obsm[key]`` (a :class:`~regdecoder.tl.Model`)."""
     check_key(adata, key)
-    order = check_genes(adata.var_names, model.var_names)
-    x = to_dense(get_matrix(adata, layer))[:, order]
+    x = read(adata, layer=layer, use_raw=use_raw, genes=model.var_names).dense().numpy()
     return mse(x, model.decode(np.asarray(adata.obsm[key])))

@@ -1,6 +1,6 @@
 """Pure-PyTorch modules (no AnnData): the masked layer, the decoders, the encoders and the image models."""
 
-from ._decoder import Decoder, DecoderConfig
+from ._decoder import COUNT_LIKELIHOODS, LIKELIHOODS, Decoder, DecoderConfig
 from ._encoder import Encoder, EncoderConfig
 from ._images import (
     IMAGE_MODELS,
@@ -14,9 +14,15 @@ from ._images import (
     image_model,
     n_parameters,
 )
+from ._likelihoods import nb_nll, negative_binomial, poisson_nll
 from ._sparse import SPARSE_DENSITY_THRESHOLD, SPARSE_MIN_WEIGHTS, SparseLinear
 
 __all__ = [
+    "COUNT_LIKELIHOODS",
+    "LIKELIHOODS",
+    "nb_nll",
+    "negative_binomial",
+    "poisson_nll",
     "IMAGE_MODELS",
     "SPARSE_DENSITY_THRESHOLD",
     "SPARSE_MIN_WEIGHTS",

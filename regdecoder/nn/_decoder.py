@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
+from ._likelihoods import negative_binomial, poisson_nll, squared_error
 from ._sparse import SparseLinear
 
 _OUTPUTS = ("relu", "linear", "softplus", "exp")
+LIKELIHOODS = ("mse", "poisson", "nb")
+COUNT_LIKELIHOODS = ("poisson", "nb")
 
 
 @dataclass
@@ -34,6 +38,12 @@ class DecoderConfig:
         One-layer decoder whose weights are restricted to a network (``SparseLinear``).
     impl
         SparseLinear kernel, ``'auto'``, ``'dense'`` or ``'sparse'``.
+    likelihood
+        The gene likelihood (scvi-tools' ``gene_likelihood``): ``'mse'`` (squared error;
+        with ``output='relu'`` the zeros are censored values), ``'poisson'`` or ``'nb'``
+        (negative binomial with a learned inverse dispersion per gene, the parameter
+        ``log_theta``). Count likelihoods need a positive link (``'softplus'``, ``'exp'``):
+        the output is then a rate per unit size factor.
     """
 
     n_genes: int
@@ -43,11 +53,21 @@ class DecoderConfig:
     output: str = "relu"
     masked: bool = False
     impl: str = "auto"
+    likelihood: str = "mse"
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
         if self.output not in _OUTPUTS:
             msg = f"`output` must be one of {_OUTPUTS}, got {self.output!r}."
+            raise ValueError(msg)
+        if self.likelihood not in LIKELIHOODS:
+            msg = f"`gene_likelihood` must be one of {LIKELIHOODS}, got {self.likelihood!r}."
+            raise ValueError(msg)
+        if self.likelihood in COUNT_LIKELIHOODS and self.output not in ("softplus", "exp"):
+            msg = (
+                f"gene_likelihood={self.likelihood!r} needs a positive link: output='softplus' "
+                f"(the default for counts) or 'exp', got {self.output!r}."
+            )
             raise ValueError(msg)
         if self.masked and self.hidden:
             msg = "A masked (network) decoder has one layer; use `hidden=()` with a net."
@@ -68,6 +88,8 @@ class Decoder(nn.Module):
     With ``config.masked`` the decoder is one :class:`SparseLinear` layer on the edges
     ``(rows, cols)`` (gene index, latent index); otherwise one dense linear layer, or
     an MLP when ``config.hidden`` is not empty. The output activation is applied last.
+    The decoder owns its likelihood (:meth:`nll`) and, for ``'nb'``, the per-gene log
+    inverse dispersion ``log_theta`` (a parameter, initialised at log 10).
     """
 
     def __init__(
@@ -87,6 +109,19 @@ class Decoder(nn.Module):
             self.layers = nn.ModuleList(
                 [nn.Linear(a, b, bias=config.bias) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
             )
+        if config.likelihood == "nb":
+            self.log_theta = nn.Parameter(torch.full((config.n_genes,), math.log(10.0)))
+
+    def nll(self, out: torch.Tensor, x: torch.Tensor, size_factors: torch.Tensor | None = None) -> torch.Tensor:
+        """The summed negative log-likelihood (``'mse'``: squared error) of data ``x`` given
+        the decoder's output ``out`` (batch x genes) and, for counts, the cells' size factors
+        (a column, one row per cell)."""
+        lik = self.config.likelihood
+        if lik == "nb":
+            return negative_binomial(self.log_theta)(out, x, size_factors)
+        if lik == "poisson":
+            return poisson_nll(out, x, size_factors)
+        return squared_error(out, x, size_factors)
 
     @property
     def one_layer(self) -> bool:

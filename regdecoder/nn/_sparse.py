@@ -105,37 +105,22 @@ class SparseLinear(nn.Module):
         self.reset_parameters()
 
     @classmethod
-    def from_net(
-        cls,
-        net,
-        var_names,
-        *,
-        tmin: int = 5,
-        source: str = "source",
-        target: str = "target",
-        weight: str | None = "weight",
-        bias: bool = False,
-        impl: str = "auto",
-    ) -> SparseLinear:
-        """A layer from a decoupler-format network (``source`` TF, ``target`` gene).
+    def from_net(cls, prior, *, bias: bool = False, impl: str = "auto") -> SparseLinear:
+        """A layer from a prior network matched to the genes (:func:`regdecoder.pp.prepare_net`).
 
-        Genes are matched to ``var_names`` (the layer's outputs, in that order); TFs with
-        fewer than ``tmin`` targets among them are dropped (logged). The TF names, in
-        input order, are in ``layer.latent_names``; the prior's sign per edge (or None)
-        in ``layer.prior_sign``.
+        ``prior`` has ``latent_names``, ``n_genes``, the edges ``rows`` (gene index) and
+        ``cols`` (latent index), and ``prior`` (sign per edge, or None). The TF names, in
+        input order, are in ``layer.latent_names``; the prior's sign per edge (in the
+        layer's edge order, or None) in ``layer.prior_sign``.
         """
-        from ._net import prepare_net
-
-        _, tf_names, rows, cols, prior = prepare_net(
-            net, var_names, source=source, target=target, weight=weight, tmin=tmin
-        )
-        layer = cls(len(tf_names), len(var_names), torch.as_tensor(rows), torch.as_tensor(cols), bias=bias, impl=impl)
-        layer.latent_names = list(tf_names)
-        if prior is None:
+        rows, cols = torch.as_tensor(prior.rows), torch.as_tensor(prior.cols)
+        layer = cls(len(prior.latent_names), prior.n_genes, rows, cols, bias=bias, impl=impl)
+        layer.latent_names = list(prior.latent_names)
+        if prior.prior is None:
             layer.prior_sign = None
         else:  # the constructor sorts edges; put the signs in the same order
-            sign = torch.zeros(len(var_names), len(tf_names))
-            sign[torch.as_tensor(rows), torch.as_tensor(cols)] = torch.as_tensor(prior, dtype=torch.float32)
+            sign = torch.zeros(prior.n_genes, len(prior.latent_names))
+            sign[rows, cols] = torch.as_tensor(prior.prior, dtype=torch.float32)
             layer.prior_sign = sign[layer.rows, layer.cols]
         return layer
 

@@ -8,7 +8,7 @@ from anndata import AnnData
 
 from ..metrics import recovery as _recovery
 from ..metrics._recovery import _latents, _truth
-from ..tl._validate import check_key
+from .._anndata import check_key
 
 
 def _finish(fig, show: bool | None, return_fig: bool):

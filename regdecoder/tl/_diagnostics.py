@@ -16,7 +16,10 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from ..nn._net import prepare_net
+from scipy.sparse.csgraph import connected_components
+
+from ..datasets._collectri import read_net
+from ..pp._net import prepare_net
 
 logger = logging.getLogger("regdecoder")
 
@@ -79,8 +82,9 @@ def net_diagnostics(
         msg = f"`max_jaccard` must be in (0, 1], got {max_jaccard}."
         raise ValueError(msg)
     var_names = list(map(str, adata.var_names))
-    full, *_ = prepare_net(net, var_names, source=source, target=target, weight=weight, tmin=1)
-    used, tf_names, rows, cols, _ = prepare_net(net, var_names, source=source, target=target, weight=weight, tmin=tmin)
+    full = prepare_net(net, var_names, source=source, target=target, weight=weight, tmin=1).edges
+    prior = prepare_net(net, var_names, source=source, target=target, weight=weight, tmin=tmin)
+    used, tf_names, rows, cols = prior.edges, prior.latent_names, prior.rows, prior.cols
     net_counts = _net_counts(net, source, target)
     n_cells, n_genes, m = adata.n_obs, len(var_names), len(tf_names)
     b = sparse.csc_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_genes, m))
@@ -195,16 +199,12 @@ def resolve_collinear(net: pd.DataFrame, report: pd.DataFrame, *, how: str = "me
 
 def _net_counts(net, source: str, target: str) -> pd.Series:
     if not isinstance(net, pd.DataFrame):
-        from ..datasets._collectri import read_net
-
         net = read_net(net)
     return net.drop_duplicates([source, target])[source].astype(str).value_counts()
 
 
 def _groups(adj: np.ndarray) -> np.ndarray:
     """Connected components of a boolean adjacency matrix (ids 0..k-1)."""
-    from scipy.sparse.csgraph import connected_components
-
     _, labels = connected_components(sparse.csr_matrix(adj), directed=False)
     # renumber so that ids follow the first TF of each component
     _, first = np.unique(labels, return_index=True)

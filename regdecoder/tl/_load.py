@@ -6,47 +6,8 @@ from collections.abc import Sequence
 
 from anndata import AnnData
 
+from ..metrics._load import decoder_load, load_values
 from ._model import Model
-
-COUNTED = (
-    "alpha_d and alpha_e count only the free (unmasked) weights and the biases; "
-    "alpha_d_all_weights counts every entry of each decoder weight matrix, masked or not"
-)
-
-
-def load_values(
-    n_obs: int,
-    n_genes: int,
-    n_latent: int,
-    *,
-    n_weights: int,
-    n_weights_all: int | None = None,
-    n_weights_encoder: int | None = None,
-) -> dict:
-    """The loads from sizes and weight counts (the one formula every fit uses).
-
-    ``alpha_d = N n / (C_d + N m)`` (eq. 4: each cell's ``m`` latents are learned too),
-    ``alpha_e = m N / C_e`` (eq. 5: ``N`` target vectors of size ``m`` for ``C_e``
-    encoder weights) and, for an autoencoder trained end to end, the general load of
-    eq. 3, ``alpha_ae = N n / (C_e + C_d)``.
-    """
-    n_weights_all = n_weights if n_weights_all is None else n_weights_all
-    out = {
-        "alpha_d": n_obs * n_genes / (n_weights + n_obs * n_latent),
-        "alpha_d_all_weights": n_obs * n_genes / (n_weights_all + n_obs * n_latent),
-        "n_weights": int(n_weights),
-        "n_weights_all": int(n_weights_all),
-        "n_cells": int(n_obs),
-        "counted": COUNTED,
-    }
-    if n_weights_encoder is not None:
-        out.update(
-            alpha_e=n_latent * n_obs / n_weights_encoder,
-            alpha_ae=n_obs * n_genes / (n_weights_encoder + n_weights),
-            alpha_ae_all_weights=n_obs * n_genes / (n_weights_encoder + n_weights_all),
-            n_weights_encoder=int(n_weights_encoder),
-        )
-    return out
 
 
 def _encoder_weights(n_genes: int, n_latent: int, hidden: Sequence[int], bias: bool = True) -> int:
@@ -79,8 +40,8 @@ def load(
     source
         An AnnData fitted by any ``rd.tl.fit_*`` (the load it stored in
         ``uns[key]['load']`` is returned); a fitted :class:`~regdecoder.tl.Model`
-        (give ``n_obs``); an :class:`~regdecoder.tl.EncoderModel` (``n_obs``
-        defaults to its training cells); or None to compute from sizes.
+        (``n_obs`` defaults to its training cells; with an encoder, its ``alpha_e``);
+        or None to compute from sizes.
     n_obs
         Number of training cells ``N``.
     n_genes, n_latent
@@ -102,8 +63,6 @@ def load(
     count) and, where an encoder is involved, ``alpha_e``, ``alpha_ae`` (eq. 3 for
     the whole autoencoder), ``alpha_ae_all_weights`` and ``n_weights_encoder``.
     """
-    from ._encoder import EncoderModel
-
     if isinstance(source, AnnData):
         if key not in source.uns or "load" not in source.uns[key]:
             msg = (
@@ -112,31 +71,18 @@ def load(
             )
             raise KeyError(msg)
         return dict(source.uns[key]["load"])
-    if isinstance(source, EncoderModel):
-        dec = source.decoder.decoder
-        n = source.n_obs if n_obs is None else n_obs
-        return load_values(
-            _positive(n, "n_obs"),
-            dec.config.n_genes,
-            dec.config.n_latent,
-            n_weights=dec.n_weights + dec.n_bias,
-            n_weights_all=dec.n_weights_dense + dec.n_bias,
-            n_weights_encoder=source.encoder.n_weights,
-        )
     if isinstance(source, Model):
-        if n_obs is None:
-            msg = "A Model does not know how many cells trained it: pass `n_obs=` (or the fitted AnnData instead)."
+        n = source.n_obs if n_obs is None else n_obs
+        if not n:
+            msg = "This Model does not know how many cells trained it: pass `n_obs=` (or the fitted AnnData instead)."
             raise ValueError(msg)
-        dec = source.decoder
-        cfg = dec.config
-        return load_values(
-            _positive(n_obs, "n_obs"),
-            cfg.n_genes,
-            cfg.n_latent,
-            n_weights=dec.n_weights + dec.n_bias,
-            n_weights_all=dec.n_weights_dense + dec.n_bias,
-            n_weights_encoder=_encoder_weights(cfg.n_genes, cfg.n_latent, encoder_hidden),
+        cfg = source.config
+        n_enc = (
+            source.encoder.n_weights
+            if source.encoder is not None
+            else _encoder_weights(cfg.n_genes, cfg.n_latent, encoder_hidden)
         )
+        return decoder_load(source.decoder, _positive(n, "n_obs"), n_weights_encoder=n_enc)
     if source is not None:
         msg = f"`source` must be an AnnData, a Model, an EncoderModel or None (sizes), got {type(source).__name__}."
         raise TypeError(msg)

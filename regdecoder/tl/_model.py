@@ -1,4 +1,5 @@
-"""The fitted model: a decoder plus the names it needs, saved to and loaded from one file."""
+"""The fitted model: a decoder (and optionally an encoder) with the names it needs, saved to
+and loaded from one file."""
 
 from __future__ import annotations
 
@@ -8,36 +9,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..nn import Decoder, DecoderConfig
-from ..train import infer_gradient, resolve_device, solve_latents
+from ..nn import Decoder, DecoderConfig, Encoder, EncoderConfig
+from ..train import resolve_device
 
 _FORMAT = "regdecoder.Model"
-
-
-def read_saved(path: str | os.PathLike, fmt: str, *, what: str, writer: str) -> dict:
-    """The dict saved in a regdecoder file of format ``fmt``, read safely (``weights_only=True``)."""
-    path = Path(path)
-    if not path.exists():
-        msg = f"No {what} file at {str(path)!r}."
-        raise FileNotFoundError(msg)
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(blob, dict) or blob.get("format") != fmt:
-        msg = f"{str(path)!r} is not a regdecoder {what} file (written by `{writer}`)."
-        raise ValueError(msg)
-    return blob
+_ENCODER_FORMAT_V010 = "regdecoder.EncoderModel"  # 0.1.0 wrote encoders in a format of their own
+_KINDS = ("decoder", "encoder", "autoencoder")
 
 
 class Model:
-    """A trained decoder with its gene and latent names.
+    """A trained decoder with its gene and latent names, and optionally an encoder.
 
-    Made by :func:`regdecoder.tl.fit_decoder`; used by :func:`regdecoder.tl.infer`.
-    Save with :meth:`save` and load with :meth:`Model.load` (``torch.load`` with
-    ``weights_only=True``: the file holds tensors, numbers and strings only).
+    Made by :func:`regdecoder.tl.fit_decoder` (``kind='decoder'``),
+    :func:`~regdecoder.tl.fit_encoder` (``'encoder'``: an encoder trained on the frozen
+    decoder, which is shared, not copied) and :func:`~regdecoder.tl.fit_autoencoder`
+    (``'autoencoder'``: both trained together). Used by :func:`~regdecoder.tl.infer` and,
+    with an encoder, :func:`~regdecoder.tl.encode`. Save with :meth:`save` and load with
+    :meth:`Model.load` (``torch.load(weights_only=True)``: the file holds tensors, numbers
+    and strings only; files written by regdecoder 0.1.0, decoders and encoders, load too).
 
     Attributes
     ----------
     decoder
-        The :class:`~regdecoder.nn.Decoder` (a ``torch.nn.Module``).
+        The :class:`~regdecoder.nn.Decoder` (a ``torch.nn.Module``); it owns the gene
+        likelihood and, for ``'nb'``, the dispersion.
+    encoder
+        The :class:`~regdecoder.nn.Encoder`, or None.
     var_names
         Genes, in the decoder's output order.
     latent_names
@@ -47,15 +44,17 @@ class Model:
     z_mean
         Mean latent of the training cells; the start of gradient inference.
     history
-        Training loss per epoch and the training seconds at each epoch.
-    likelihood
-        ``'mse'`` (default), ``'poisson'`` or ``'nb'``: the loss the decoder was fit
-        with; count models infer new cells with the same likelihood.
-    log_theta
-        Per-gene log inverse dispersion of a negative-binomial model.
+        Loss per epoch and training seconds of the last training (the encoder's for
+        ``kind='encoder'``).
     library_ref
-        Count models: the reference library size (size factor = a cell's total
-        count / ``library_ref``).
+        Count models: the reference library size (size factor = a cell's library size /
+        ``library_ref``).
+    kind
+        ``'decoder'``, ``'encoder'`` or ``'autoencoder'``.
+    key
+        The default ``key_added`` of :func:`~regdecoder.tl.encode`.
+    n_obs
+        Number of training cells (for :func:`~regdecoder.tl.load`).
     """
 
     def __init__(
@@ -67,13 +66,14 @@ class Model:
         orientation: list[str] | None = None,
         z_mean: torch.Tensor | None = None,
         history: dict | None = None,
-        likelihood: str = "mse",
-        log_theta: torch.Tensor | None = None,
         library_ref: float | None = None,
+        encoder: Encoder | None = None,
+        kind: str = "decoder",
+        key: str = "regdecoder",
+        n_obs: int = 0,
     ) -> None:
         self.decoder = decoder
-        self.likelihood = likelihood
-        self.log_theta = log_theta
+        self.encoder = encoder
         self.library_ref = library_ref
         self.var_names = list(map(str, var_names))
         self.latent_names = list(map(str, latent_names))
@@ -81,10 +81,22 @@ class Model:
         n_latent = decoder.config.n_latent
         self.z_mean = z_mean if z_mean is not None else torch.zeros(n_latent)
         self.history = history or {}
+        self.kind, self.key, self.n_obs = kind, key, int(n_obs)
+        if kind not in _KINDS:
+            msg = f"`kind` must be one of {_KINDS}, got {kind!r}."
+            raise ValueError(msg)
         if len(self.var_names) != decoder.config.n_genes or len(self.latent_names) != n_latent:
             msg = (
                 f"Names do not fit the decoder: {len(self.var_names)} genes for {decoder.config.n_genes} outputs, "
                 f"{len(self.latent_names)} latent names for {n_latent} latents."
+            )
+            raise ValueError(msg)
+        if encoder is not None and (
+            encoder.config.n_genes != decoder.config.n_genes or encoder.config.n_latent != n_latent
+        ):
+            msg = (
+                f"Encoder ({encoder.config.n_genes} genes -> {encoder.config.n_latent} latents) does not fit the "
+                f"decoder ({n_latent} latents -> {decoder.config.n_genes} genes)."
             )
             raise ValueError(msg)
 
@@ -94,14 +106,26 @@ class Model:
         return self.decoder.config
 
     @property
+    def likelihood(self) -> str:
+        """The gene likelihood the decoder was fit with (``'mse'``, ``'poisson'``, ``'nb'``)."""
+        return self.decoder.config.likelihood
+
+    @property
+    def log_theta(self) -> torch.Tensor | None:
+        """Per-gene log inverse dispersion of a negative-binomial model."""
+        p = getattr(self.decoder, "log_theta", None)
+        return None if p is None else p.detach()
+
+    @property
     def device(self) -> torch.device:
         return next(self.decoder.parameters()).device
 
     def to(self, device: str | torch.device) -> Model:
-        """Move the decoder to ``device`` (``'auto'``, ``'cpu'``, ``'cuda'``...); returns self."""
-        self.decoder.to(resolve_device(device))
-        if self.log_theta is not None:
-            self.log_theta = self.log_theta.to(resolve_device(device))
+        """Move decoder (and encoder) to ``device`` (``'auto'``, ``'cpu'``, ``'cuda'``...); returns self."""
+        dev = resolve_device(device)
+        self.decoder.to(dev)
+        if self.encoder is not None:
+            self.encoder.to(dev)
         return self
 
     @property
@@ -111,10 +135,14 @@ class Model:
 
     def __repr__(self) -> str:
         kind = "masked" if self.config.masked else ("MLP" if self.config.hidden else "dense")
-        return (
+        text = (
             f"Model({kind} decoder: {self.config.n_latent} latents -> {self.config.n_genes} genes, "
-            f"{self.decoder.n_weights} weights, output={self.config.output!r})"
+            f"{self.decoder.n_weights} weights, output={self.config.output!r}, likelihood={self.likelihood!r}"
         )
+        if self.encoder is not None:
+            shape = " -> ".join(map(str, [self.encoder.config.n_genes, *self.encoder.config.hidden, self.config.n_latent]))
+            text += f"; {self.kind}: {shape}, {self.encoder.n_weights} weights"
+        return text + ")"
 
     # ------------------------------------------------------------- compute
     @torch.no_grad()
@@ -123,89 +151,101 @@ class Model:
         zt = torch.as_tensor(np.asarray(z, dtype=np.float32), device=self.device)
         return self.decoder(zt).cpu().numpy()
 
-    def infer_latents(
-        self,
-        x: torch.Tensor,
-        *,
-        method: str = "auto",
-        max_iter: int | None = None,
-        tol: float | None = None,
-        size_factors: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, int]:
-        """Latents of new cells (a float32 tensor on the model's device), decoder frozen.
-
-        ``method='als'`` (one-layer decoders; the default for them) solves the censored
-        least-squares problem exactly, all cells with one shared factorisation;
-        ``'gradient'`` runs full-batch Adam on the latents from ``z_mean``.
-        Count models (``likelihood`` not ``'mse'``) need the cells' ``size_factors``
-        and always use the gradient method with their likelihood.
-        Returns the latents and the iterations run.
-        """
-        if self.likelihood != "mse":
-            from ._counts import count_latents
-
-            return count_latents(self, x, size_factors, max_iter=max_iter, tol=tol)
-        if method == "auto":
-            method = "als" if self.decoder.one_layer else "gradient"
-        if method == "als":
-            with torch.no_grad():
-                return solve_latents(
-                    x,
-                    self.decoder.get_weight(),
-                    self.decoder.get_bias(),
-                    relu=self.config.output == "relu",
-                    n_iter=100 if max_iter is None else max_iter,
-                    tol=1e-5 if tol is None else tol,
-                )
-        if method == "gradient":
-            z0 = self.z_mean.to(self.device).expand(x.shape[0], -1)
-            return infer_gradient(
-                self.decoder, x, z0, max_iter=500 if max_iter is None else max_iter, tol=1e-6 if tol is None else tol
+    @torch.no_grad()
+    def encode_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """Latents of expression ``x`` (cells x genes, model gene order), one pass of the encoder."""
+        if self.encoder is None:
+            msg = (
+                "This Model is a decoder without an encoder: infer latents with `rd.tl.infer(adata, model)`, "
+                "or train an encoder on it first with `rd.tl.fit_encoder(adata, model)`."
             )
-        msg = f"Unknown inference method {method!r}; use 'auto', 'als' or 'gradient'."
-        raise ValueError(msg)
+            raise TypeError(msg)
+        self.encoder.eval()
+        return self.encoder(x)
 
     # ------------------------------------------------------------ save/load
     def save(self, path: str | os.PathLike) -> None:
-        """Write config, weights, gene and latent names and the package version to one file."""
+        """Write configs, weights, gene and latent names and the package version to one file."""
         torch.save(self.to_dict(), Path(path))
 
     def to_dict(self) -> dict:
         """The saved form: tensors, numbers and strings only (readable with ``weights_only=True``)."""
-        from .. import __version__
+        from importlib.metadata import PackageNotFoundError, version
 
-        state = {k: v.detach().cpu() for k, v in self.decoder.state_dict().items()}
+        try:
+            ver = version("regdecoder")
+        except PackageNotFoundError:
+            ver = "0.0.0+unknown"
+        enc = None
+        if self.encoder is not None:
+            enc = {
+                "config": self.encoder.config.to_dict(),
+                "state_dict": {k: v.detach().cpu() for k, v in self.encoder.state_dict().items()},
+            }
         return {
             "format": _FORMAT,
-            "version": __version__,
+            "version": ver,
             "config": self.config.to_dict(),
-            "state_dict": state,
+            "state_dict": {k: v.detach().cpu() for k, v in self.decoder.state_dict().items()},
             "var_names": self.var_names,
             "latent_names": self.latent_names,
             "orientation": self.orientation,
             "z_mean": self.z_mean.detach().cpu(),
-            "likelihood": self.likelihood,
-            "log_theta": None if self.log_theta is None else self.log_theta.detach().cpu(),
             "library_ref": self.library_ref,
             "history": {k: list(map(float, v)) for k, v in self.history.items() if isinstance(v, list)},
+            "kind": self.kind,
+            "key": self.key,
+            "n_obs": self.n_obs,
+            "encoder": enc,
         }
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Model:
-        """Load a model written by :meth:`save` (safely: ``weights_only=True``)."""
-        blob = read_saved(path, _FORMAT, what="model", writer="Model.save")
+        """Load a model written by :meth:`save` (safely: ``weights_only=True``).
+
+        Raises
+        ------
+        FileNotFoundError
+            No file at ``path``.
+        ValueError
+            The file is not a regdecoder model.
+        """
+        path = Path(path)
+        if not path.exists():
+            msg = f"No model file at {str(path)!r}."
+            raise FileNotFoundError(msg)
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(blob, dict) or blob.get("format") not in (_FORMAT, _ENCODER_FORMAT_V010):
+            msg = f"{str(path)!r} is not a regdecoder model file (written by `Model.save`)."
+            raise ValueError(msg)
         return cls.from_dict(blob).to(device)
 
     @classmethod
     def from_dict(cls, blob: dict) -> Model:
-        """Rebuild a model (on the CPU) from :meth:`to_dict`'s output."""
-        config = DecoderConfig(**blob["config"])
-        state = blob["state_dict"]
+        """Rebuild a model (on the CPU) from :meth:`to_dict`'s output (or a 0.1.0 file's)."""
+        if blob.get("format") == _ENCODER_FORMAT_V010:  # 0.1.0: the decoder's blob nested in the encoder's
+            blob = {
+                **blob["decoder"],
+                "encoder": {"config": blob["config"], "state_dict": blob["state_dict"]},
+                **{k: blob.get(k) for k in ("kind", "key", "n_obs", "history")},
+            }
+        cfg = dict(blob["config"])
+        state = dict(blob["state_dict"])
+        if "likelihood" not in cfg:  # 0.1.0 kept the likelihood and the NB dispersion beside the decoder
+            cfg["likelihood"] = blob.get("likelihood", "mse")
+            if blob.get("log_theta") is not None:
+                state["log_theta"] = blob["log_theta"]
+        config = DecoderConfig(**cfg)
         rows = state.get("layers.0.rows") if config.masked else None
         cols = state.get("layers.0.cols") if config.masked else None
         decoder = Decoder(config, rows, cols)
         decoder.load_state_dict(state)
         decoder.eval()
+        encoder = None
+        if blob.get("encoder") is not None:
+            encoder = Encoder(EncoderConfig(**blob["encoder"]["config"]))
+            encoder.load_state_dict(blob["encoder"]["state_dict"])
+            encoder.eval()
         return cls(
             decoder,
             var_names=blob["var_names"],
@@ -213,7 +253,13 @@ class Model:
             orientation=blob.get("orientation"),
             z_mean=blob.get("z_mean"),
             history=blob.get("history"),
-            likelihood=blob.get("likelihood", "mse"),
-            log_theta=blob.get("log_theta"),
             library_ref=blob.get("library_ref"),
+            encoder=encoder,
+            kind=blob.get("kind", "decoder"),
+            key=blob.get("key", "regdecoder"),
+            n_obs=blob.get("n_obs", 0),
         )
+
+
+#: The name of 0.1.0's encoder model class: one :class:`Model` holds both now.
+EncoderModel = Model

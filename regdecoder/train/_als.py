@@ -10,10 +10,18 @@ the data's zeros. Writing ``max(p, 0)^2 = min_{y <= 0} (y - p)^2`` turns it into
 least-squares problem over ``(W, b, Z)`` and the imputed values ``y``: each block
 (imputation, latents, weights) is solved exactly in turn, so the loss never goes up.
 
-* Latent step: one ``m x m`` Cholesky factorisation shared by every cell.
-* Weight step: one small ridge solve per gene over its own TFs (the mask), batched.
-* Initialisation: per TF, the first principal component of its targets (a masked
-  power iteration), oriented by the prior signs when given.
+* Latent step: one ``m x m`` Cholesky factorisation shared by every cell; cells are
+  independent, so it runs chunk by chunk.
+* Weight step: one small ridge solve per gene over its own TFs (the mask), batched. It
+  needs only ``Z.T Z`` and ``Y.T Z`` (``Y`` the imputed targets), sums over cells that
+  are accumulated chunk by chunk in the same pass as the latent step, and summed over
+  processes under ``torch.distributed``: one epoch reads the data once.
+* Start: per TF, the first principal component of its targets (a masked power iteration
+  on a subsample of cells drawn once), oriented by the prior signs when given.
+
+The data come from a source (:mod:`regdecoder.train._source`): a tensor in memory is one
+chunk; sparse or backed data are read in chunks; a process of a ``torch.distributed`` group
+holds its block of cells. There is one implementation for all of them.
 """
 
 from __future__ import annotations
@@ -21,13 +29,22 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from tqdm import tqdm
 
 from ..nn import Decoder
 from ._common import EpochLog
+from ._source import (
+    _CHUNK_ELEMENTS,
+    all_reduce,
+    all_reduce_floats,
+    as_source,
+    chunks,
+    gather_rows,
+    world,
+)
 
-_CHUNK_ELEMENTS = 2**25  # bound on a temporary (N x n) block or (genes x K x K) stack
 
-
+# ------------------------------------------------------------------ kernels
 def censored_target(x: torch.Tensor, p: torch.Tensor, relu: bool) -> torch.Tensor:
     """Imputation step: zeros of ``x`` take ``min(p, 0)``; other entries stay ``x``."""
     if not relu:
@@ -46,8 +63,41 @@ def _ridge_factor(gram: torch.Tensor, ridge: float) -> torch.Tensor:
     return torch.linalg.cholesky(gram + lam * eye)
 
 
+def _predict(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return z @ weight.T if bias is None else z @ weight.T + bias
+
+
+def _solve_chunk(
+    xc: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    chol: torch.Tensor,
+    zc: torch.Tensor | None,
+    *,
+    relu: bool,
+    n_iter: int,
+    tol: float,
+) -> tuple[torch.Tensor, int]:
+    """Censored least-squares latents of one chunk of cells for fixed weights."""
+    xb = xc if bias is None else xc - bias
+    if zc is None:
+        zc = torch.cholesky_solve((xb @ weight).T, chol).T
+    done = 0
+    for done in range(1, n_iter + 1):  # noqa: B007
+        y = censored_target(xc, _predict(zc, weight, bias), relu)
+        if bias is not None:
+            y = y - bias
+        z_new = torch.cholesky_solve((y @ weight).T, chol).T
+        change = (z_new - zc).norm() / zc.norm().clamp(min=1e-12)
+        zc = z_new
+        if tol > 0 and change < tol:
+            break
+    return zc, done
+
+
+@torch.no_grad()
 def solve_latents(
-    x: torch.Tensor,
+    data,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     *,
@@ -56,42 +106,56 @@ def solve_latents(
     n_iter: int = 1,
     tol: float = 0.0,
     ridge: float = 1e-6,
+    progress: bool = False,
 ) -> tuple[torch.Tensor, int]:
-    """Latents minimising the censored loss for fixed weights.
+    """Latents minimising the censored loss for fixed weights (test-time inference).
 
-    Starts from ``z`` (or from the uncensored least-squares solution when ``z`` is
-    None) and runs ``n_iter`` imputation/solve rounds, stopping early once the
-    relative change of ``z`` falls below ``tol``. Cells are independent: the work
-    is done in row chunks with one shared Cholesky factor.
+    Parameters
+    ----------
+    data
+        Cells x genes: a tensor, or a source (:mod:`regdecoder.train._source`) read
+        chunk by chunk. A tensor is solved in row blocks of ``2**25`` values.
+    weight, bias
+        The frozen decoder: ``genes x latents`` and ``genes`` (or None), on the compute
+        device.
+    relu
+        Zeros are censored (ReLU output); False: plain least squares.
+    z
+        Start (cells x latents); None: the uncensored least-squares solution.
+    n_iter, tol
+        Imputation/solve rounds, stopping early once the relative change of a chunk's
+        latents is below ``tol``.
+    ridge
+        Ridge on ``W.T W``, relative to its mean diagonal.
+    progress
+        A progress bar counting cells.
 
-    Returns the latents and the number of rounds run.
+    Returns
+    -------
+    The latents (cells x latents, float32, on the device of ``data`` when it is a tensor,
+    else on the CPU) and the largest number of rounds any chunk ran.
     """
+    if isinstance(data, torch.Tensor):
+        from ._source import TensorSource, default_chunk_size
+
+        source = TensorSource(data, chunk_size=default_chunk_size(data.shape[1]))
+        out_device = data.device
+    else:
+        source, out_device = data, torch.device("cpu")
+    dev = weight.device
     chol = _ridge_factor(weight.T @ weight, ridge)
-    out = torch.empty(x.shape[0], weight.shape[1], dtype=weight.dtype, device=weight.device)
+    out = torch.empty(source.n_obs, weight.shape[1], dtype=weight.dtype, device=out_device)
     rounds = 0
-    step = max(1, _CHUNK_ELEMENTS // max(1, x.shape[1]))
-    for s in range(0, x.shape[0], step):
-        xc = x[s : s + step].to(device=weight.device, dtype=weight.dtype)
-        xb = xc if bias is None else xc - bias
-        if z is None:
-            zc = torch.cholesky_solve((xb @ weight).T, chol).T
-        else:
-            zc = z[s : s + step].to(weight.device)
-        done = 0
-        for done in range(1, n_iter + 1):  # noqa: B007
-            p = zc @ weight.T
-            if bias is not None:
-                p = p + bias
-            y = censored_target(xc, p, relu)
-            if bias is not None:
-                y = y - bias
-            z_new = torch.cholesky_solve((y @ weight).T, chol).T
-            change = (z_new - zc).norm() / zc.norm().clamp(min=1e-12)
-            zc = z_new
-            if tol > 0 and change < tol:
-                break
-        rounds = max(rounds, done)
-        out[s : s + xc.shape[0]] = zc
+    bar = tqdm(total=source.n_obs, desc="infer", unit="cell", unit_scale=True, disable=not progress, leave=False)
+    for s, e in chunks(source):
+        xc = source.read(s, e).to(device=dev, dtype=weight.dtype)
+        zc, r = _solve_chunk(
+            xc, weight, bias, chol, None if z is None else z[s:e].to(dev), relu=relu, n_iter=n_iter, tol=tol
+        )
+        out[s:e] = zc.to(out_device)
+        rounds = max(rounds, r)
+        bar.update(e - s)
+    bar.close()
     return out, rounds
 
 
@@ -167,8 +231,44 @@ def solve_weights_stats(
     return out
 
 
+def edge_rms(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Root-mean-square of each latent's weights over its edges (1 where it has none)."""
+    deg = mask.sum(0).clamp(min=1).to(weight.dtype)
+    rms = (weight.pow(2).sum(0) / deg).sqrt()
+    return torch.where(rms > 0, rms, torch.ones_like(rms))
+
+
+def normalise_scale(weight: torch.Tensor, z: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rescale each latent so its weights have root-mean-square 1 over its edges.
+
+    ``z`` may live on another device than ``weight`` (a latent table paged on the host):
+    it is scaled where it is.
+    """
+    rms = edge_rms(weight, mask.to(weight.device))
+    return weight / rms, z * rms.to(z.device)
+
+
+# ------------------------------------------------------------------ start
+def subsample_rows(source, n_pick: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """At most ``n_pick`` cells drawn once at random over all processes (all of them when fewer),
+    gathered on every process, dense on ``device``."""
+    n_total = source.n_total
+    if n_total > n_pick:
+        pick = torch.randperm(n_total, generator=generator)[:n_pick].sort().values
+    else:
+        pick = torch.arange(n_total)
+    lo, hi = source.offset, source.offset + source.n_obs
+    local = pick[(pick >= lo) & (pick < hi)] - lo
+    rows = (
+        source.take(local).to(device=device, dtype=torch.float32)
+        if local.numel()
+        else torch.zeros(0, source.n_vars, device=device)
+    )
+    return gather_rows(rows, pick.numel()).to(device) if world()[1] > 1 else rows
+
+
 def masked_pca_init(
-    x: torch.Tensor,
+    source,
     mask: torch.Tensor,
     *,
     prior_sign: torch.Tensor | None,
@@ -179,16 +279,17 @@ def masked_pca_init(
     """Initial weights: per latent, the leading principal direction of its targets.
 
     A masked power iteration ``v_j <- mask_j * (Xc.T Xc v_j)`` run for all latents at
-    once, on at most ``max_cells`` cells drawn at random (the directions are well
+    once, on at most ``max_cells`` cells drawn at random once (the directions are well
     estimated from a few thousand cells; the cost no longer grows with N). Each column
     is scaled to root-mean-square 1 over its edges and oriented to agree with
-    ``prior_sign`` (n_genes x n_latent, +-1/0) when given.
+    ``prior_sign`` (n_genes x n_latent, +-1/0) when given. ``source`` is a tensor or a
+    source; the result is on the mask's device.
     """
-    maskf = mask.to(x.dtype)
-    v = torch.randn(mask.shape, generator=generator, dtype=x.dtype).to(x.device) * maskf
-    if x.shape[0] > max_cells:
-        pick = torch.randperm(x.shape[0], generator=generator)[:max_cells].sort().values
-        x = x[pick.to(x.device)]
+    source = as_source(source)
+    dev = mask.device
+    maskf = mask.to(torch.float32)
+    v = torch.randn(mask.shape, generator=generator).to(dev) * maskf
+    x = subsample_rows(source, max_cells, generator, dev)
     mean = x.mean(0)
     for _ in range(n_iter):
         u = x @ v - mean @ v  # centred data times v, without forming Xc
@@ -201,17 +302,23 @@ def masked_pca_init(
     return v * deg.sqrt()
 
 
-def normalise_scale(weight: torch.Tensor, z: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rescale each latent so its weights have root-mean-square 1 over its edges."""
-    deg = mask.sum(0).clamp(min=1).to(weight.dtype)
-    rms = (weight.pow(2).sum(0) / deg).sqrt()
-    rms = torch.where(rms > 0, rms, torch.ones_like(rms))
-    return weight / rms, z * rms
+# ------------------------------------------------------------------ placement
+def table_device(dev: torch.device, n_rows: int, n_latent: int, n_tables: int) -> torch.device:
+    """Where the latent tables live: on the compute device when ``n_tables`` tables of
+    ``n_rows x n_latent`` float32 take under a quarter of its free memory, else on the host
+    (rows are then paged per chunk). The one place this is decided."""
+    if dev.type != "cuda":
+        return dev
+    need = n_rows * n_latent * 4 * n_tables
+    free, _ = torch.cuda.mem_get_info(dev)
+    return dev if need < free / 4 else torch.device("cpu")
 
 
+# ------------------------------------------------------------------ the solver
+@torch.no_grad()
 def fit_als(
     decoder: Decoder,
-    x: torch.Tensor,
+    data,
     *,
     prior_sign: torch.Tensor | None = None,
     max_epochs: int = 50,
@@ -220,76 +327,175 @@ def fit_als(
     init_iter: int = 10,
     extrapolate: bool = True,
     seed: int = 0,
+    tables_on: str | torch.device | None = None,
     progress: bool = True,
     callback: Callable[[dict], bool | None] | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Fit a one-layer decoder and the training latents by censored ALS.
 
-    Each epoch is one imputation, one weight step and one latent step over all
-    cells. With ``extrapolate``, each epoch then tries a step further along the
-    epoch's change, ``theta + beta * (theta - theta_prev)`` for all of weights, bias
-    and latents, and keeps it only if it lowers the loss (``beta`` grows by 1.5x after
-    a success, halves after a failure): the loss still never increases, and its slow
-    tail is cut (in the paper setting, N=1,000, no noise: loss 0.0005 instead of
-    0.0058 after 50 epochs, for ~10-25% more time per epoch). Stops when the
-    relative decrease of the loss over an epoch is below ``tol`` or after
-    ``max_epochs``. ``callback(state)`` is called after every epoch
-    with ``epoch``, ``loss``, ``seconds`` (training time, callbacks excluded),
-    ``z``; returning True stops training.
+    Each epoch is one imputation, one weight step and one latent step over all cells.
+    With ``extrapolate``, each epoch then tries a step further along the epoch's change,
+    ``theta + beta * (theta - theta_prev)`` for weights, bias and latents together, and
+    keeps it only if it lowers the loss (``beta`` grows by 1.5x after a success, halves
+    after a failure): the loss still never increases, and its slow tail is cut.
 
-    Returns the latents (``N x n_latent``) and a history dict.
+    Parameters
+    ----------
+    decoder
+        One-layer decoder; its weights are set to the fitted ones. Its device is the
+        compute device (each chunk of cells is moved there).
+    data
+        Cells x genes: a tensor (one chunk) or a source (:mod:`regdecoder.train._source`);
+        under ``torch.distributed``, this process's block of cells.
+    prior_sign
+        Genes x latents, +-1 on signed edges, 0 elsewhere; orients the start.
+    max_epochs, tol
+        Stops when an epoch lowers the loss by less than the fraction ``tol``, or after
+        ``max_epochs`` epochs.
+    ridge
+        Ridge of the least-squares solves, relative to the mean diagonal of their Gram.
+    init_iter
+        Power iterations of the start.
+    extrapolate
+        Try the extrapolated step each epoch (see above).
+    seed
+        Seed of the start (random directions and the subsample of cells).
+    tables_on
+        Where the latent tables live; default: :func:`table_device`.
+    progress
+        One progress bar counting cells (rank 0 only).
+    callback
+        Called after every epoch with ``epoch``, ``loss`` (per data entry),
+        ``seconds`` (training time, callbacks excluded) and ``z`` (this process's
+        table), the decoder's weights set to the current ones; True stops training.
+
+    Returns
+    -------
+    This process's latents (``n_obs x n_latent`` float32, on the table device) and the
+    history (``loss``, ``seconds``, ``epochs``, ``cells_per_second``).
     """
+    source = as_source(data)
+    dev = next(decoder.parameters()).device
     relu = decoder.config.output == "relu"
-    mask = decoder.get_mask().to(x.device)
+    mask = decoder.get_mask().to(dev)
     has_bias = decoder.get_bias() is not None
-    gen = torch.Generator().manual_seed(seed)
+    n_local, n_genes, n_total = source.n_obs, source.n_vars, source.n_total
+    n_latent = mask.shape[1]
+    tdev = (
+        table_device(dev, n_local, n_latent, 2 if extrapolate else 1)
+        if tables_on is None
+        else torch.device(tables_on)
+    )
     index = _MaskIndex(mask, has_bias)
-    n_cells, n_genes = x.shape
-    n_elem = n_cells * n_genes
+    n_elem = n_total * n_genes
+    rank, size = world()
 
-    log = EpochLog(max_epochs, "fit_decoder (ALS)", progress, callback)
-    weight = masked_pca_init(x, mask, prior_sign=prior_sign, n_iter=init_iter, generator=gen)
-    bias = torch.zeros(n_genes, dtype=x.dtype, device=x.device) if has_bias else None
-    z, _ = solve_latents(x, weight, bias, relu=False, ridge=ridge)
+    gen = torch.Generator().manual_seed(seed)
+    weight = masked_pca_init(source, mask, prior_sign=prior_sign, n_iter=init_iter, generator=gen)
+    bias = torch.zeros(n_genes, device=dev) if has_bias else None
 
-    def predict(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        return z @ weight.T if bias is None else z @ weight.T + bias
+    z = torch.empty(n_local, n_latent, device=tdev)
+    last = torch.empty_like(z) if extrapolate else None
+    log = EpochLog(max_epochs, "", False, callback)
+    bar = tqdm(
+        total=max_epochs * n_total,
+        desc="fit_decoder (ALS)",
+        unit="cell",
+        unit_scale=True,
+        disable=not progress or rank != 0,
+        leave=False,
+        dynamic_ncols=True,
+    )
+    cols = n_latent + (1 if has_bias else 0)
+
+    def stats(zc, y, gram, rhs):
+        if has_bias:
+            zc = torch.cat([zc, torch.ones(zc.shape[0], 1, dtype=zc.dtype, device=zc.device)], dim=1)
+        gram += zc.T @ zc
+        rhs += y.T @ zc
+
+    def zeros():
+        return torch.zeros(cols, cols, device=dev), torch.zeros(n_genes, cols, device=dev)
+
+    def read(s, e):
+        return source.read(s, e).to(device=dev, dtype=torch.float32)
+
+    # Pass 0: least-squares latents from the initial weights, and the first statistics.
+    gram, rhs = zeros()
+    chol = _ridge_factor(weight.T @ weight, ridge)
+    for s, e in chunks(source):
+        xc = read(s, e)
+        zc = torch.cholesky_solve((xc @ weight).T, chol).T
+        z[s:e] = zc.to(tdev)
+        stats(zc, censored_target(xc, _predict(zc, weight, bias), relu), gram, rhs)
+    all_reduce(gram, rhs)
 
     prev = None
-    p = predict(z, weight, bias)
-    last = None  # (weight, bias, z) after the previous epoch's block steps
+    w_last = b_last = None
+    have_last = False
     beta = 0.5
     for epoch in range(1, max_epochs + 1):
-        # p is the prediction of the current (z, weight, bias): computed once per step.
-        wb = solve_weights(z, censored_target(x, p, relu), index, ridge=ridge, bias=has_bias)
-        weight = wb[:, : mask.shape[1]]
+        wb = solve_weights_stats(gram, rhs, index, ridge=ridge)
+        weight = wb[:, :n_latent]
         if has_bias:
             bias = wb[:, -1]
-        weight, z = normalise_scale(weight, z, mask)
-        p = predict(z, weight, bias)
-        y = censored_target(x, p, relu)
-        yb = y if bias is None else y - bias
+        rms = edge_rms(weight, mask)
+        weight = weight / rms  # the latents are scaled by rms as they are read
         chol = _ridge_factor(weight.T @ weight, ridge)
-        z = torch.cholesky_solve((yb @ weight).T, chol).T
-        p = predict(z, weight, bias)
-        loss = float(censored_loss(x, p, relu)) / n_elem
-        if extrapolate and last is not None:
-            cur = (weight, bias, z)
-            w_e, b_e, z_e = (None if a is None else a + beta * (a - b) for a, b in zip(cur, last, strict=True))
-            p_e = predict(z_e, w_e, b_e)
-            loss_e = float(censored_loss(x, p_e, relu)) / n_elem
-            last = cur
-            if loss_e < loss:
-                weight, bias, z, p, loss = w_e, b_e, z_e, p_e, loss_e
+        try_e = extrapolate and have_last
+        if try_e:
+            w_e = weight + beta * (weight - w_last)
+            b_e = None if bias is None else bias + beta * (bias - b_last)
+        gram, rhs = zeros()
+        gram_e, rhs_e = zeros() if try_e else (None, None)
+        loss = loss_e = 0.0
+        for s, e in chunks(source):
+            xc = read(s, e)
+            zc = z[s:e].to(dev) * rms
+            y = censored_target(xc, _predict(zc, weight, bias), relu)
+            yb = y if bias is None else y - bias
+            zc = torch.cholesky_solve((yb @ weight).T, chol).T
+            p = _predict(zc, weight, bias)
+            y = censored_target(xc, p, relu)
+            loss += float(((y - p) ** 2).sum())
+            stats(zc, y, gram, rhs)
+            if try_e:
+                ze = zc + beta * (zc - last[s:e].to(dev))
+                pe = _predict(ze, w_e, b_e)
+                ye = censored_target(xc, pe, relu)
+                loss_e += float(((ye - pe) ** 2).sum())
+                stats(ze, ye, gram_e, rhs_e)
+            z[s:e] = zc.to(tdev)
+            bar.update((e - s) * size)
+        loss, loss_e = all_reduce_floats(loss, loss_e, device=dev)
+        all_reduce(gram, rhs)
+        if try_e:
+            all_reduce(gram_e, rhs_e)
+        loss /= n_elem
+        loss_e /= n_elem
+        if extrapolate:
+            accept = try_e and loss_e < loss
+            for s, e in chunks(source):  # tables only, no data
+                zn = z[s:e].clone()
+                if accept:
+                    z[s:e] = zn + beta * (zn - last[s:e])
+                last[s:e] = zn
+            w_last, b_last, have_last = weight, bias, True
+            if accept:
+                weight, bias, loss, gram, rhs = w_e, b_e, loss_e, gram_e, rhs_e
                 beta = min(1.5 * beta, 10.0)
-            else:
+            elif try_e:
                 beta = max(0.5 * beta, 0.1)
-        else:
-            last = (weight, bias, z)
+        bar.set_postfix(epoch=epoch, loss=f"{loss:.4g}")
         stop = log.end_epoch(epoch, loss, z, before_callback=lambda w=weight, b=bias: decoder.set_weight(w, b))
         if stop or (prev is not None and (prev - loss) <= tol * prev):
             break
         prev = loss
     decoder.set_weight(weight, bias)
+    bar.close()
     history = log.close()
+    secs = history["seconds"][-1] if history["seconds"] else 0.0
+    history["cells_per_second"] = history["epochs"] * n_total / secs if secs > 0 else float("nan")
+    history["world_size"] = size
     return z, history
+

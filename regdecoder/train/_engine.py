@@ -10,61 +10,12 @@ row-wise optimiser state (:class:`~regdecoder.train._common.RowSGD` /
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
-
 import torch
 from torch import nn
 
 from ._common import EpochLog, make_row_optimizer, progress_bar
 from ._losses import LossFn, get_loss
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Optimiser settings of the gradient engine.
-
-    ``reduction='sum'`` sums the squared error over the batch and genes; this is
-    what the paper's SGD step on the latents (lr 0.01) needs to move them at all.
-    ``lr_encoder`` is the Adam step of encoders and autoencoders (the paper's 1e-4).
-    """
-
-    max_epochs: int = 500
-    batch_size: int = 32
-    lr_weights: float = 1e-3
-    weight_decay: float = 1e-5
-    z_optimizer: str = "sgd"
-    lr_z: float = 1e-2
-    momentum_z: float = 0.9
-    weight_decay_z: float = 1e-5
-    reduction: str = "sum"
-    z_init_std: float = 1.0
-    lr_encoder: float = 1e-4
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def updated(self, overrides: dict | None = None, **fields) -> Recipe:
-        """A copy with the user's ``overrides`` (a dict of fields) and then the given
-        ``fields`` that are not None (cast to the field's type) applied.
-
-        An unknown field is a ValueError that lists the valid ones.
-        """
-        changes = dict(overrides or {})
-        changes.update({k: type(getattr(self, k))(v) for k, v in fields.items() if v is not None})
-        try:
-            return replace(self, **changes)
-        except TypeError as err:
-            msg = f"Unknown field in `recipe`: {err}. Valid fields: {list(self.to_dict())}."
-            raise ValueError(msg) from None
-
-
-#: The paper's recipe for the simulated GRN (sec. 3.3): batch 32, Adam 1e-3 on the
-#: weights, SGD lr 1e-2 momentum 0.9 on the latents, weight decay 1e-5, 500 epochs.
-PAPER = Recipe()
-
-#: Default for decoders the ALS solver does not cover (MLPs): larger batches and Adam
-#: on the latents, which converge in far fewer epochs than the paper's recipe.
-FAST = Recipe(max_epochs=200, batch_size=256, lr_weights=1e-3, z_optimizer="adam", lr_z=1e-2, momentum_z=0.0)
+from ._recipes import Recipe
 
 
 _KINDS = ("decoder", "encoder", "autoencoder")
@@ -140,7 +91,7 @@ def fit_gradient(
     if noise < 0:
         msg = f"noise must be >= 0 (the sd of the Gaussian input corruption), got {noise}."
         raise ValueError(msg)
-    loss_fn = get_loss(loss)
+    loss_fn = get_loss(loss, module=decoder)
     n = x.shape[0]
     per_sample = x[0].numel() if objective == "reconstruct" else z_target[0].numel()
     gen = torch.Generator().manual_seed(seed)
@@ -246,7 +197,7 @@ def infer_gradient(
     relative decrease of the loss over an iteration is below ``tol`` or after
     ``max_iter`` iterations. Returns the latents and the number of iterations run.
     """
-    loss_fn = get_loss(loss)
+    loss_fn = get_loss(loss, module=decoder)
     was_training = decoder.training
     saved = [p.requires_grad for p in decoder.parameters()]
     for p in decoder.parameters():

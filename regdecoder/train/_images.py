@@ -9,21 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._engine import PAPER, infer_gradient
+from ._engine import infer_gradient
 from ._losses import LossFn, get_loss
-
-#: The paper's MNIST recipe (sec. 3.1): Adam lr 1e-3 with weight decay 1e-5 on the
-#: weights (decoder, and encoder + decoder of the autoencoder), SGD lr 0.02 momentum 0.9
-#: on the latents, 200 epochs, summed binary cross-entropy. The paper does not state the
-#: batch size for the images; 32 is its batch size elsewhere (sec. 3.3) and is used here.
-#: The GRN recipe ``PAPER`` with these changes:
-MNIST_PAPER = PAPER.updated(max_epochs=200, lr_z=0.02, lr_encoder=1e-3)
-
-#: The paper's CIFAR10 recipe (sec. 3.2): Adam lr 1e-4 with weight decay 1e-5 on the
-#: weights, SGD lr 0.1 momentum 0.9 on the latents, summed squared error. Epochs are
-#: 100-400 in the paper; 200 here. Batch size 32 (not stated for the images). ``PAPER`` with:
-CIFAR_PAPER = PAPER.updated(max_epochs=200, lr_weights=1e-4, lr_z=0.1)
-
 
 def init_latents(
     n: int, shape: tuple[int, ...], *, std: float = 1.0, seed: int = 0, device: str | torch.device = "cpu"

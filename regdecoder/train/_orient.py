@@ -44,14 +44,16 @@ def orient(
     rules = [""] * n_latent
     signed_prior = prior_sign is not None and bool((prior_sign > 0).any()) and bool((prior_sign < 0).any())
     if signed_prior:
-        agreement = (weight * prior_sign.to(weight.dtype)).sum(0)
+        agreement = (weight * prior_sign.to(weight.device, weight.dtype)).sum(0)
         sign = torch.sign(agreement)
+    # Statistics of the latents are computed where the latents live (a table paged on the
+    # host stays there) and only the per-latent signs travel.
     if has_bias:
         zc = z - z.mean(0)
-        fallback = torch.sign((zc**3).mean(0))
+        fallback = torch.sign((zc**3).mean(0)).to(weight.device)
         fallback_rule = "skew"
     else:
-        fallback = torch.sign(z.mean(0))
+        fallback = torch.sign(z.mean(0)).to(weight.device)
         fallback_rule = "mean"
     for j in range(n_latent):
         if sign[j] != 0:
@@ -59,4 +61,19 @@ def orient(
         else:
             sign[j] = fallback[j] if fallback[j] != 0 else 1.0
             rules[j] = fallback_rule
-    return weight * sign, z * sign, rules
+    return weight * sign, z * sign.to(z.device), rules
+
+
+@torch.no_grad()
+def orient_decoder(decoder, z: torch.Tensor, prior_sign: torch.Tensor | None) -> tuple[torch.Tensor, list[str]]:
+    """Orient a one-layer decoder in place (its weights rescaled and sign-fixed by
+    :func:`orient`) and return the matching latents and the rule per latent. Decoders with
+    hidden layers are returned unchanged (rules empty)."""
+    z = z.detach()
+    if not decoder.one_layer:
+        return z, []
+    weight, z, rules = orient(
+        decoder.get_weight(), z, decoder.get_mask(), prior_sign=prior_sign, has_bias=decoder.get_bias() is not None
+    )
+    decoder.set_weight(weight)
+    return z, rules

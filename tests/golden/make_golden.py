@@ -2,6 +2,11 @@
 
     python tests/golden/make_golden.py            # writes tests/golden/golden.npz and *_v010.pt
 
+`golden.npz`, `model_v010.pt` and `encoder_v010.pt` were written by regdecoder 0.1.0 (commit
+15c6fdf) with the 0.1.0 spelling of these calls (`progress=False`, `max_epochs=N`,
+`solver='gradient'`, `preset='paper'`, `loss='nb'`); the calls below are the same fits in
+today's API (`rd.settings.progress`, `recipe={...}`, `gene_likelihood=`).
+
 Each path fits a small simulated data set with a fixed seed and records the latents of the
 training cells, the weights (one-layer decoders) and the latents inferred for held-out cells.
 """
@@ -40,7 +45,7 @@ def paths():
 
     def run(train, test, **kw):
         net = train.uns["sim"]["net"]
-        model = rd.tl.fit_decoder(train, net=kw.pop("net", net), progress=False, seed=0, **kw)
+        model = rd.tl.fit_decoder(train, net=kw.pop("net", net), seed=0, **kw)
         rd.tl.infer(test, model)
         return model
 
@@ -64,7 +69,7 @@ def paths():
         te.write_h5ad(tmp / "te.h5ad")
         btr = ad.read_h5ad(tmp / "tr.h5ad", backed="r")
         bte = ad.read_h5ad(tmp / "te.h5ad", backed="r")
-        model = rd.tl.fit_decoder(btr, net=net, progress=False, seed=0)
+        model = rd.tl.fit_decoder(btr, net=net, seed=0)
         rd.tl.infer(bte, model)
         tr.obsm["regdecoder"] = btr.obsm["regdecoder"]
         tr.varm["regdecoder_weights"] = btr.varm["regdecoder_weights"]
@@ -82,35 +87,35 @@ def paths():
         return model
 
     out["als_gloo2"] = als_gloo
-    out["gradient_fast"] = lambda tr, te, tmp: run(tr, te, solver="gradient", max_epochs=20)
-    out["gradient_paper"] = lambda tr, te, tmp: run(tr, te, preset="paper", max_epochs=5)
-    out["mlp"] = lambda tr, te, tmp: run(tr, te, net=None, n_latent=4, hidden=(8,), max_epochs=10)
+    out["gradient_fast"] = lambda tr, te, tmp: run(tr, te, recipe={"solver": "gradient", "max_epochs": 20})
+    out["gradient_paper"] = lambda tr, te, tmp: run(tr, te, recipe={"preset": "paper", "max_epochs": 5})
+    out["mlp"] = lambda tr, te, tmp: run(tr, te, net=None, n_latent=4, hidden=(8,), recipe={"max_epochs": 10})
     out["n_extra"] = lambda tr, te, tmp: run(tr, te, n_extra=1)
-    out["soft_mask"] = lambda tr, te, tmp: run(tr, te, soft_mask=True, max_epochs=10)
+    out["soft_mask"] = lambda tr, te, tmp: run(tr, te, soft_mask=True, recipe={"max_epochs": 10})
     return out
 
 
 def count_paths():
     def run(train, test, **kw):
-        model = rd.tl.fit_decoder(train, net=train.uns["sim"]["net"], progress=False, seed=0, max_epochs=10, **kw)
+        model = rd.tl.fit_decoder(train, net=train.uns["sim"]["net"], seed=0, recipe={"max_epochs": 10}, **kw)
         rd.tl.infer(test, model)
         return model
 
     return {
-        "poisson": lambda tr, te, tmp: run(tr, te, loss="poisson"),
-        "nb": lambda tr, te, tmp: run(tr, te, loss="nb"),
+        "poisson": lambda tr, te, tmp: run(tr, te, gene_likelihood="poisson"),
+        "nb": lambda tr, te, tmp: run(tr, te, gene_likelihood="nb"),
     }
 
 
 def encoder_paths():
     def enc(tr, te, tmp):
-        model = rd.tl.fit_decoder(tr, net=tr.uns["sim"]["net"], progress=False, seed=0)
-        em = rd.tl.fit_encoder(tr, model, max_epochs=10, progress=False, seed=0)
+        model = rd.tl.fit_decoder(tr, net=tr.uns["sim"]["net"], seed=0)
+        em = rd.tl.fit_encoder(tr, model, max_epochs=10, seed=0)
         rd.tl.encode(te, em)
         return em
 
     def ae(tr, te, tmp):
-        em = rd.tl.fit_autoencoder(tr, net=tr.uns["sim"]["net"], max_epochs=10, progress=False, seed=0)
+        em = rd.tl.fit_autoencoder(tr, net=tr.uns["sim"]["net"], max_epochs=10, seed=0)
         rd.tl.encode(te, em)
         return em
 
@@ -129,6 +134,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
+    rd.settings.progress = False
     out: dict = {}
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)

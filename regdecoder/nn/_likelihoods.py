@@ -1,4 +1,4 @@
-"""Count likelihoods for the gradient engine: Poisson and negative binomial.
+"""The decoder's likelihoods: censored squared error (ReLU), Poisson and negative binomial.
 
 The decoder's output is a rate per unit library size (through a positive link,
 ``softplus`` or ``exp``); the mean count of a cell is ``mu = s * rate`` with the
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from ._losses import LossFn, register_loss
 
 _EPS = 1e-8
 
@@ -47,7 +46,13 @@ def nb_nll(rate: torch.Tensor, x: torch.Tensor, extra: torch.Tensor | None, log_
     return -ll.sum()
 
 
-def negative_binomial(log_theta: torch.Tensor) -> LossFn:
+def squared_error(xhat: torch.Tensor, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+    """Summed squared error (the ``'mse'`` likelihood; with a ReLU output the zeros of ``x``
+    are then fitted as censored values by the ALS solver)."""
+    return torch.nn.functional.mse_loss(xhat, x, reduction="sum")
+
+
+def negative_binomial(log_theta: torch.Tensor):
     """An NB loss bound to a (learnable or fixed) per-gene ``log_theta`` tensor."""
 
     def loss(rate: torch.Tensor, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
@@ -55,5 +60,3 @@ def negative_binomial(log_theta: torch.Tensor) -> LossFn:
 
     return loss
 
-
-register_loss("poisson", poisson_nll)

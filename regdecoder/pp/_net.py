@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
+
+from ..datasets._collectri import read_net
 
 logger = logging.getLogger("regdecoder")
 
@@ -21,24 +24,113 @@ def unique_genes(var_names: Sequence[str]) -> pd.Index:
     return genes
 
 
+@dataclass
+class PriorNet:
+    """A prior network matched to the genes of the data: what a masked decoder is built from.
+
+    Attributes
+    ----------
+    edges
+        The edges kept: DataFrame with ``source``, ``target``, ``weight`` (1.0 when the
+        network had no weights).
+    latent_names
+        One name per latent, in decoder order (TF names, then ``extra_i``).
+    rows, cols
+        The decoder's edges: gene index and latent index, int64 arrays of equal length.
+    prior
+        Sign of each edge (+1 activation, -1 repression, 0 for ``extra`` latents), or
+        None when the network has no weights.
+    n_genes
+        Number of genes (the decoder's outputs).
+    dropped
+        TFs dropped for having fewer than ``tmin`` targets among the genes.
+    """
+
+    edges: pd.DataFrame
+    latent_names: list[str]
+    rows: np.ndarray
+    cols: np.ndarray
+    prior: np.ndarray | None
+    n_genes: int
+    dropped: list[str] = field(default_factory=list)
+
+    @property
+    def n_latent(self) -> int:
+        return len(self.latent_names)
+
+    def sign_matrix(self) -> np.ndarray | None:
+        """The prior's signs as a genes x latents float32 matrix (0 off the network), or None."""
+        if self.prior is None:
+            return None
+        sign = np.zeros((self.n_genes, self.n_latent), dtype=np.float32)
+        sign[self.rows, self.cols] = self.prior
+        return sign
+
+    def with_extra(self, n_extra: int) -> PriorNet:
+        """This network plus ``n_extra`` unannotated latents (``extra_0``...) connected to
+        every gene (a dense block), to absorb variation no TF explains (batch, cell cycle)."""
+        if n_extra < 0 or int(n_extra) != n_extra:
+            msg = f"`n_extra` must be a non-negative integer, got {n_extra!r}."
+            raise ValueError(msg)
+        if not n_extra:
+            return self
+        m = self.n_latent
+        names = [f"extra_{i}" for i in range(int(n_extra))]
+        clash = set(names) & set(self.latent_names)
+        if clash:
+            msg = f"The network already has TFs named {sorted(clash)}; rename them before using `n_extra`."
+            raise ValueError(msg)
+        genes = np.tile(np.arange(self.n_genes, dtype=np.int64), int(n_extra))
+        lat = np.repeat(np.arange(m, m + int(n_extra), dtype=np.int64), self.n_genes)
+        prior = None if self.prior is None else np.concatenate([self.prior, np.zeros(len(genes))])
+        return replace(
+            self,
+            latent_names=self.latent_names + names,
+            rows=np.concatenate([self.rows, genes]),
+            cols=np.concatenate([self.cols, lat]),
+            prior=prior,
+        )
+
+
 def prepare_net(
     net: pd.DataFrame,
     var_names: Sequence[str],
     *,
+    tmin: int = 5,
     source: str = "source",
     target: str = "target",
     weight: str | None = "weight",
-    tmin: int = 5,
-) -> tuple[pd.DataFrame, list[str], np.ndarray, np.ndarray, np.ndarray | None]:
+) -> PriorNet:
     """Match a decoupler-format network to the genes of the data.
 
-    Returns the edges kept (a DataFrame with ``source``, ``target``, ``weight``), the
-    TF names, the edge list as ``(gene index, TF index)`` arrays and the prior sign of
-    each edge (None when the net has no weight column).
+    Parameters
+    ----------
+    net
+        Long DataFrame with ``source`` (TF), ``target`` (gene) and optional ``weight``
+        (sign: activation/repression), or the path of a CSV/TSV file in that format.
+    var_names
+        The data's genes, in order.
+    tmin
+        TFs with fewer targets among the genes are dropped (a warning lists them).
+    source, target, weight
+        Column names of ``net``.
+
+    Returns
+    -------
+    A :class:`PriorNet`.
+
+    Raises
+    ------
+    TypeError
+        ``net`` is not a DataFrame (or a path).
+    KeyError
+        A column is missing (the message gives the ``rename`` that fixes it).
+    ValueError
+        No edges; missing names; non-numeric weights; duplicate edges; no target among
+        the genes (with the likely cause: case, swapped columns, identifiers); no TF
+        with ``tmin`` targets; duplicate gene names.
     """
     if isinstance(net, (str, os.PathLike)):  # a CSV/TSV file in decoupler's format
-        from ..datasets._collectri import read_net
-
         net = read_net(net)
     if not isinstance(net, pd.DataFrame):
         msg = f"`net` must be a pandas DataFrame in decoupler's long format, got {type(net).__name__}."
@@ -119,8 +211,8 @@ def prepare_net(
     counts = df["source"].value_counts()
     small = counts.index[counts < tmin]
     if len(small):
-        logger.info(
-            "Dropped %d TF(s) with fewer than tmin=%d targets in the data: %s%s",
+        logger.warning(
+            "Dropped %d TF(s) with fewer than tmin=%d targets among the genes: %s%s",
             len(small),
             tmin,
             ", ".join(map(str, small[:10])),
@@ -141,4 +233,4 @@ def prepare_net(
     df = df.reset_index(drop=True)
     if not use_weight:
         df["weight"] = 1.0
-    return df, tf_names, rows, cols, prior_sign
+    return PriorNet(df, tf_names, rows, cols, prior_sign, len(genes), list(map(str, small)))

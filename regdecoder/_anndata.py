@@ -1,0 +1,449 @@
+"""The AnnData boundary: every read of expression and every write of results goes through here.
+
+``tl``, ``metrics``, ``get`` and ``pl`` use these functions; ``nn`` and ``train`` never see
+an AnnData. Reading gives a *source* of cells (see :mod:`regdecoder.train._source`) over a
+dense, scipy-sparse or backed matrix, in the model's gene order, whose every chunk is checked
+(finite, not absurdly large, and the likelihood's domain) as it is read; sources over data in
+memory are checked whole when made, so every check fails before training starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from scipy import sparse
+
+from .train._source import default_chunk_size, shard_bounds, world
+
+logger = logging.getLogger("regdecoder")
+
+#: Largest magnitude accepted in expression data. Squares of larger values summed over
+#: cells overflow float32 (the solvers' precision); no normalised or count data come near it.
+MAX_ABS = 1e9
+
+
+# ------------------------------------------------------------------ where the matrix is
+def _check_adata(adata) -> None:
+    if not isinstance(adata, AnnData):
+        msg = f"Expected an AnnData, got {type(adata).__name__}."
+        raise TypeError(msg)
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        msg = f"The AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes); give it at least one cell and gene."
+        raise ValueError(msg)
+
+
+def matrix(adata: AnnData, layer: str | None = None, use_raw: bool = False):
+    """``(matrix, where, var_names)`` of the expression: ``X``, ``layers[layer]`` or ``raw.X``.
+
+    Raises
+    ------
+    TypeError
+        Not an AnnData.
+    ValueError
+        Empty AnnData; ``X`` is None; both ``layer`` and ``use_raw``; no ``raw``.
+    KeyError
+        The layer does not exist (the message lists the layers there are).
+    """
+    _check_adata(adata)
+    if use_raw:
+        if layer is not None:
+            msg = "Give either `layer=` or `use_raw=True`, not both (adata.raw has no layers)."
+            raise ValueError(msg)
+        if adata.raw is None:
+            msg = "use_raw=True but adata.raw is None; pass `layer=` or leave use_raw=False to use adata.X."
+            raise ValueError(msg)
+        return adata.raw.X, "adata.raw.X", pd.Index(adata.raw.var_names)
+    if layer is None:
+        if adata.X is None:
+            msg = "adata.X is None: pass `layer=` to name the layer that holds the expression."
+            raise ValueError(msg)
+        return adata.X, "adata.X", pd.Index(adata.var_names)
+    if layer not in adata.layers:
+        available = ", ".join(map(repr, adata.layers.keys())) or "none"
+        msg = f"Layer {layer!r} not found in adata.layers (available: {available}); pass one of them or layer=None for X."
+        raise KeyError(msg)
+    return adata.layers[layer], f"adata.layers[{layer!r}]", pd.Index(adata.var_names)
+
+
+def is_backed(mat) -> bool:
+    """A matrix read from disk on demand (an h5py dataset or anndata's backed sparse)."""
+    return not isinstance(mat, np.ndarray) and not sparse.issparse(mat)
+
+
+def unique_genes(var_names: Sequence[str]) -> pd.Index:
+    """The gene names as an Index; an error naming the fix when they are not unique."""
+    genes = pd.Index(var_names)
+    if not genes.is_unique:
+        msg = "The gene names (var_names) are not unique; run `adata.var_names_make_unique()` first."
+        raise ValueError(msg)
+    return genes
+
+
+def check_genes(var_names: Sequence[str], model_genes: Sequence[str]) -> np.ndarray:
+    """Column order that maps the data's genes onto the model's; an error if they differ."""
+    data = pd.Index(var_names)
+    model = pd.Index(model_genes)
+    missing = model.difference(data)
+    extra = data.difference(model)
+    if len(missing) or len(extra):
+        msg = (
+            f"The data's genes differ from the model's: {len(missing)} model gene(s) missing "
+            f"(e.g. {list(missing[:3])}) and {len(extra)} gene(s) not in the model (e.g. {list(extra[:3])}). "
+            "Subset or reorder the data to the model's genes, e.g. `adata[:, model.var_names]` "
+            "(missing genes must be added, e.g. as zeros, before that)."
+        )
+        raise ValueError(msg)
+    unique_genes(data)
+    return data.get_indexer(model)
+
+
+# ------------------------------------------------------------------ checks of values
+def _first(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+class _Checker:
+    """Checks one block of values: finite, at most :data:`MAX_ABS`, and the likelihood's domain.
+
+    ``domain``: ``'any'``; ``'nonnegative'`` (the ReLU model's output cannot be negative);
+    ``'counts'`` (non-negative integers, count likelihoods).
+    """
+
+    def __init__(self, where: str, obs_names, var_names, domain: str, likelihood: str) -> None:
+        self.where, self.obs, self.var = where, obs_names, var_names
+        self.domain, self.likelihood = domain, likelihood
+
+    def _pos(self, row: int, col: int) -> str:
+        return f"cell {self.obs[row]!r} (row {row}), gene {self.var[col]!r} (column {col})"
+
+    def __call__(self, block, row0: int) -> None:
+        if sparse.issparse(block):
+            coo = block.tocoo()
+            vals, rows, cols = coo.data, coo.row, coo.col
+        else:
+            vals = np.asarray(block).ravel()
+            n_col = np.asarray(block).shape[1]
+            rows = cols = None
+        if not vals.size:
+            return
+
+        def where_(i: int) -> str:
+            if rows is None:
+                return self._pos(row0 + i // n_col, i % n_col)
+            return self._pos(row0 + int(rows[i]), int(cols[i]))
+
+        finite = np.isfinite(vals)
+        if not finite.all():
+            i = _first(~finite)
+            n_nan, n_inf = int(np.isnan(vals).sum()), int(np.isinf(vals).sum())
+            msg = (
+                f"{self.where} has {n_nan} NaN and {n_inf} infinite value(s) in this block, the first "
+                f"({vals[i]}) at {where_(i)}. Remove or impute them first "
+                "(e.g. drop those genes: `adata = adata[:, np.isfinite(adata.X).all(0)]`, or fill them)."
+            )
+            raise ValueError(msg)
+        big = np.abs(vals) > MAX_ABS
+        if big.any():
+            i = _first(big)
+            msg = (
+                f"{self.where} has {int(big.sum())} value(s) larger than {MAX_ABS:g} in magnitude, the first "
+                f"({vals[i]:g}) at {where_(i)}. That is not expression data: check the matrix (log-normalise "
+                "counts with `sc.pp.normalize_total` and `sc.pp.log1p`, or fix the corrupted entries)."
+            )
+            raise ValueError(msg)
+        if self.domain in ("nonnegative", "counts"):
+            neg = vals < 0
+            if neg.any():
+                i = _first(neg)
+                frac = float(neg.mean()) if rows is None else float(neg.sum()) / max(1, vals.size)
+                if self.domain == "counts":
+                    fix = "Pass the layer with raw UMI counts (`layer='counts'`), or use gene_likelihood='mse'."
+                else:
+                    fix = (
+                        "The ReLU model's output cannot be negative: scaled or centred data (e.g. after "
+                        "`sc.pp.scale`) cannot be fitted. Pass log-normalised values: `use_raw=True` "
+                        "(adata.raw) or `layer=` with a log-normalised layer."
+                    )
+                msg = (
+                    f"gene_likelihood={self.likelihood!r} needs non-negative data, but {self.where} has "
+                    f"{int(neg.sum())} negative value(s) in this block ({frac:.0%} of its stored values), "
+                    f"the first ({vals[i]:g}) at {where_(i)}. {fix}"
+                )
+                raise ValueError(msg)
+        if self.domain == "counts":
+            frac = vals != np.round(vals)
+            if frac.any():
+                ex = vals[frac][:3].tolist()
+                msg = (
+                    f"gene_likelihood={self.likelihood!r} models raw counts, but {self.where} has {int(frac.sum())} "
+                    f"non-integer values (e.g. {ex}); it looks normalised. Pass the layer with raw counts "
+                    "(`layer='counts'`), or use gene_likelihood='mse'."
+                )
+                raise ValueError(msg)
+
+
+# ------------------------------------------------------------------ the source of cells
+class ExpressionSource:
+    """Cells of an AnnData as a chunk source (see :mod:`regdecoder.train._source`).
+
+    Reads rows of the dense, scipy-sparse or backed matrix, checks them and returns them
+    dense, float32, in ``genes`` order. Data in memory are checked whole when the source is
+    made; backed data chunk by chunk as they are read (every solver reads all cells once
+    before its first epoch).
+    """
+
+    def __init__(self, mat, *, where, obs_names, var_names, cols, start, stop, chunk_size, checker) -> None:
+        if sparse.issparse(mat) and mat.format != "csr":
+            mat = sparse.csr_matrix(mat)  # row access; a copy of the user's data, not a change to it
+        if is_backed(mat) and getattr(mat, "format", None) == "csc":
+            msg = (
+                f"{where} is a backed CSC matrix: reading cells from it needs the whole file. "
+                "Rewrite it as CSR (e.g. `adata.X = adata.X.tocsr()` before `write_h5ad`)."
+            )
+            raise ValueError(msg)
+        self.mat, self.where = mat, where
+        self.backed = is_backed(mat)
+        self.sparse = sparse.issparse(mat) or (self.backed and getattr(mat, "format", None) == "csr")
+        self.n_total = mat.shape[0]
+        self.offset = int(start)
+        self.n_obs = int(stop) - self.offset
+        self.cols = None if cols is None or np.array_equal(cols, np.arange(mat.shape[1])) else np.asarray(cols)
+        self.n_vars = mat.shape[1] if self.cols is None else len(self.cols)
+        self.chunk_size = chunk_size
+        self._check = checker
+        self.obs_names, self.var_names = obs_names, var_names
+        if not self.backed:  # in memory: every check before any training
+            for s in range(0, self.n_obs, max(1, chunk_size)):
+                e = min(self.n_obs, s + max(1, chunk_size))
+                self._check(self.mat[self.offset + s : self.offset + e], self.offset + s)
+        self._checked = not self.backed
+
+    def _dense(self, block) -> torch.Tensor:
+        block = block.toarray() if sparse.issparse(block) else np.asarray(block)
+        block = block.astype(np.float32, copy=False)
+        if self.cols is not None:
+            block = block[:, self.cols]
+        return torch.from_numpy(np.ascontiguousarray(block))
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        block = self.mat[self.offset + start : self.offset + stop]
+        if not self._checked:
+            self._check(block, self.offset + start)
+        return self._dense(block)
+
+    def take(self, rows: torch.Tensor) -> torch.Tensor:
+        idx = rows.cpu().numpy() + self.offset
+        block = self.mat[idx]
+        if not self._checked:
+            self._check(block, 0)
+        return self._dense(block)
+
+    def dense(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """All cells of this source as one dense float32 tensor on ``device``."""
+        if self.backed:
+            msg = (
+                f"This needs the data in memory, but {self.where} is backed on disk. Use the ALS solver "
+                "(which streams chunks of cells), or load it with `adata = adata.to_memory()`."
+            )
+            raise ValueError(msg)
+        return self.read(0, self.n_obs).to(device)
+
+    def values_sample(self, n: int = 2000) -> np.ndarray:
+        """The stored values of (at most) the first ``n`` cells, for cheap heuristics."""
+        block = self.mat[self.offset : self.offset + min(self.n_obs, n)]
+        return block.data if sparse.issparse(block) else np.asarray(block).ravel()
+
+
+def read(
+    adata: AnnData,
+    *,
+    layer: str | None = None,
+    use_raw: bool = False,
+    genes: Sequence[str] | None = None,
+    likelihood: str | None = None,
+    shard: bool = False,
+) -> ExpressionSource:
+    """The expression of ``adata`` as a checked source of cells.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes.
+    layer, use_raw
+        ``layers[layer]``, or ``raw.X`` with ``raw.var_names``; default ``X``.
+    genes
+        The model's genes: columns are reordered to them (an error if the sets differ).
+    likelihood
+        ``'mse'`` with a ReLU output: values must be >= 0; ``'poisson'``/``'nb'``:
+        non-negative integers; None: any finite values.
+    shard
+        Under ``torch.distributed``: only this process's block of cells.
+
+    Raises
+    ------
+    TypeError, ValueError, KeyError
+        See :func:`matrix`; genes that differ from the model's or are not unique; NaN,
+        infinite or absurdly large values, or values outside the likelihood's domain
+        (each naming the position of the first offending value and the fix).
+    """
+    mat, where, var_names = matrix(adata, layer, use_raw)
+    unique_genes(var_names)
+    cols = None if genes is None else check_genes(var_names, genes)
+    start, stop = 0, mat.shape[0]
+    if shard:
+        rank, size = world()
+        start, stop = shard_bounds(mat.shape[0], rank, size)
+    in_memory_dense = isinstance(mat, np.ndarray) or (not sparse.issparse(mat) and not is_backed(mat))
+    chunk = (stop - start) if in_memory_dense else default_chunk_size(mat.shape[1])
+    domain = {None: "any", "mse": "nonnegative", "poisson": "counts", "nb": "counts"}.get(likelihood, "any")
+    checker = _Checker(where, adata.obs_names, var_names, domain, likelihood or "")
+    return ExpressionSource(
+        mat,
+        where=where,
+        obs_names=adata.obs_names,
+        var_names=var_names,
+        cols=cols,
+        start=start,
+        stop=stop,
+        chunk_size=max(1, chunk),
+        checker=checker,
+    )
+
+
+def streamed(adata: AnnData, layer: str | None = None, use_raw: bool = False, *, distributed: bool = True) -> bool:
+    """Whether cells are read in chunks: sparse or backed data, or (``distributed``) several processes."""
+    mat, _, _ = matrix(adata, layer, use_raw)
+    return sparse.issparse(mat) or is_backed(mat) or (distributed and world()[1] > 1)
+
+
+def warn_if_counts(source: ExpressionSource) -> None:
+    """A warning when data given to the squared-error model look like raw counts."""
+    vals = source.values_sample()
+    vals = vals[vals != 0]
+    if vals.size and np.all(vals == np.round(vals)) and vals.max() > 20:
+        logger.warning(
+            "%s looks like raw counts (integers up to %g): the squared-error model expects log-normalised "
+            "values. Log-normalise (`sc.pp.normalize_total(adata); sc.pp.log1p(adata)`) or fit the counts "
+            "with gene_likelihood='nb'.",
+            source.where,
+            float(vals.max()),
+        )
+
+
+# ------------------------------------------------------------------ size factors
+def library_sizes(adata: AnnData, source: ExpressionSource, library_size: str | None) -> np.ndarray:
+    """Per-cell library sizes: ``obs[library_size]`` or the cells' total counts.
+
+    Raises
+    ------
+    KeyError
+        ``library_size`` is not an ``obs`` column.
+    ValueError
+        A library size <= 0 or not finite (names the fix: remove empty cells).
+    """
+    if library_size is None:
+        mat = source.mat
+        if source.backed:
+            lib = np.concatenate(
+                [np.asarray(mat[s : s + source.chunk_size].sum(1)).ravel() for s in range(0, mat.shape[0], source.chunk_size)]
+            )
+        else:
+            lib = np.asarray(mat.sum(1)).ravel()
+        lib = lib.astype(np.float64)
+    else:
+        if library_size not in adata.obs.columns:
+            msg = f"`library_size={library_size!r}` is not a column of adata.obs; give an obs column or None (totals)."
+            raise KeyError(msg)
+        lib = adata.obs[library_size].to_numpy(dtype=np.float64)
+    if not np.isfinite(lib).all() or (lib <= 0).any():
+        msg = (
+            f"{int((~np.isfinite(lib) | (lib <= 0)).sum())} cell(s) have a library size <= 0 or not finite; "
+            "remove empty cells first (e.g. `sc.pp.filter_cells(adata, min_counts=1)`)."
+        )
+        raise ValueError(msg)
+    return lib
+
+
+# ------------------------------------------------------------------ keys and writing
+def check_key(adata: AnnData, key: str, where: str = "obsm", hint: str = "rd.tl.fit_decoder") -> None:
+    """An error naming the call to run when ``adata.<where>[key]`` is missing."""
+    store = getattr(adata, where)
+    if key not in store:
+        msg = f"Did not find adata.{where}[{key!r}]. Run `{hint}` first (or pass the `key` it wrote to)."
+        raise KeyError(msg)
+
+
+def check_free(adata: AnnData, key: str, *, by: str) -> None:
+    """Refuse to write ``by``'s results under a key that holds a fit's results.
+
+    A fit stores its history, load and weights under ``key``; writing an inference there
+    would leave ``varm`` and ``uns`` describing different calls.
+
+    Raises
+    ------
+    ValueError
+        ``uns[key]`` holds a fit (names the key to use instead).
+    """
+    held = adata.uns.get(key)
+    if isinstance(held, dict) and "history" in held:
+        msg = (
+            f"adata.uns[{key!r}] holds the results of a fit (history, load, weights) that {by} would overwrite "
+            f"inconsistently. Write to another key, e.g. `key_added='{key}_infer'`, or remove the fit's results "
+            f"first (`del adata.uns[{key!r}]`)."
+        )
+        raise ValueError(msg)
+
+
+def h5ad_safe(d: dict) -> dict:
+    """A dict writable to h5ad: None as 'None', sequences as arrays, nested dicts likewise."""
+    out = {}
+    for k, v in d.items():
+        if v is None:
+            out[k] = "None"
+        elif isinstance(v, dict):
+            out[k] = h5ad_safe(v)
+        elif isinstance(v, (list, tuple)):
+            out[k] = np.asarray(v)
+        else:
+            out[k] = v
+    return out
+
+
+def write(
+    adata: AnnData,
+    key: str,
+    *,
+    z,
+    latent_names: Sequence[str],
+    params: dict,
+    weights: np.ndarray | None = None,
+    **fields,
+) -> None:
+    """The one writer of results: ``obsm[key]``, ``varm[key + '_weights']`` and ``uns[key]``.
+
+    ``z`` (cells x latents, tensor or array) is written as float32; ``uns[key]`` holds
+    ``latent_names``, ``params`` and the other ``fields`` (history, load, orientation...).
+    A previous ``varm[key + '_weights']`` is removed when this call writes no weights, so
+    the three always describe the same call.
+    """
+    if isinstance(z, torch.Tensor):
+        z = z.detach().cpu().numpy()
+    adata.obsm[key] = np.asarray(z, dtype=np.float32)
+    wkey = key + "_weights"
+    if weights is not None:
+        adata.varm[wkey] = np.asarray(weights, dtype=np.float32)
+    elif wkey in adata.varm:
+        del adata.varm[wkey]
+    uns = {"latent_names": np.asarray(list(map(str, latent_names)), dtype=object), "params": h5ad_safe(params)}
+    for name, value in fields.items():
+        if isinstance(value, dict):
+            value = h5ad_safe(value)
+        elif isinstance(value, (list, tuple)):
+            value = np.asarray(value, dtype=object if value and isinstance(value[0], str) else None)
+        uns[name] = value
+    adata.uns[key] = uns
