@@ -6,6 +6,8 @@ import pytest  # noqa: E402
 
 import regdecoder as rd  # noqa: E402
 
+rd.settings.progress = False  # no progress bars in the test log
+
 
 @pytest.fixture(scope="session")
 def _small_grn():
@@ -27,7 +29,7 @@ def split_grn(small_grn):
 @pytest.fixture(scope="session")
 def _fitted(_small_grn):
     train, test = rd.pp.split(_small_grn, n_test=40, seed=0)
-    model = rd.tl.fit_decoder(train, net=train.uns["sim"]["net"], progress=False, seed=0)
+    model = rd.tl.fit_decoder(train, net=train.uns["sim"]["net"], seed=0)
     return model, train, test
 
 

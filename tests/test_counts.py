@@ -7,7 +7,7 @@ import torch
 from scipy import sparse, stats
 
 import regdecoder as rd
-from regdecoder.train import nb_nll, negative_binomial, poisson_nll
+from regdecoder.nn import nb_nll, negative_binomial, poisson_nll
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def counts(_counts):
 @pytest.fixture(scope="module")
 def _nb_fit(_counts):
     train, test = rd.pp.split(_counts, n_test=50, seed=0)
-    model = rd.tl.fit_decoder(train, net=train.uns["sim"]["net"], loss="nb", max_epochs=60, progress=False)
+    model = rd.tl.fit_decoder(train, net=train.uns["sim"]["net"], gene_likelihood="nb", recipe={"max_epochs": 60})
     return model, train, test
 
 
@@ -78,7 +78,7 @@ def test_nb_fit_recovers_and_infers(_nb_fit):
     # reference: the usual route, MSE on log-normalised counts (the count noise bounds both)
     ln = train.copy()
     ln.X = np.log1p(ln.X / ln.X.sum(1, keepdims=True) * 1e4)
-    rd.tl.fit_decoder(ln, net=train.uns["sim"]["net"], progress=False)
+    rd.tl.fit_decoder(ln, net=train.uns["sim"]["net"])
     assert nb > 0.8 and nb >= rd.metrics.recovery(ln)["pcc"].mean()
     rd.tl.infer(test, model)
     assert rd.metrics.recovery(test)["pcc"].mean() > 0.75
@@ -101,17 +101,22 @@ def test_poisson_fit_with_library_size_column_is_seeded(counts):
     train.obs["lib"] = train.X.sum(1)
     net = train.uns["sim"]["net"]
     a, b = train.copy(), train.copy()
-    rd.tl.fit_decoder(a, net=net, loss="poisson", library_size="lib", max_epochs=5, progress=False, seed=1)
-    rd.tl.fit_decoder(b, net=net, loss="poisson", max_epochs=5, progress=False, seed=1)  # totals = lib
+    rd.tl.fit_decoder(a, net=net, gene_likelihood="poisson", library_size="lib", seed=1, recipe={"max_epochs": 5})
+    rd.tl.fit_decoder(b, net=net, gene_likelihood="poisson", seed=1, recipe={"max_epochs": 5})  # totals = lib
     np.testing.assert_array_equal(a.obsm["regdecoder"], b.obsm["regdecoder"])
     seen = []
     d = train.copy()
-    rd.tl.fit_decoder(d, net=net, loss="poisson", max_epochs=5, progress=False, seed=1,
-                      callback=lambda s: seen.append((s["epoch"], s["model"].latent_names)) or s["epoch"] == 3)  # fmt: skip
+    rd.tl.fit_decoder(
+                      d,
+                      net=net,
+                      gene_likelihood="poisson",
+                      seed=1,
+                      recipe={"max_epochs": 5, "callback": lambda s: seen.append((s["epoch"], s["model"].latent_names)) or s["epoch"] == 3},
+                  )  # fmt: skip
     assert [e for e, _ in seen] == [1, 2, 3] and seen[0][1] == list(a.uns["regdecoder"]["latent_names"])
     c = train.copy()
     c.X = sparse.csr_matrix(c.X)
-    rd.tl.fit_decoder(c, net=net, loss="poisson", max_epochs=5, progress=False, seed=1)
+    rd.tl.fit_decoder(c, net=net, gene_likelihood="poisson", seed=1, recipe={"max_epochs": 5})
     np.testing.assert_allclose(a.obsm["regdecoder"], c.obsm["regdecoder"], rtol=1e-4, atol=1e-4)
 
 
@@ -120,27 +125,27 @@ def test_count_loss_bad_input(counts):
     frac = counts.copy()
     frac.X = frac.X * 0.5 + 0.25
     with pytest.raises(ValueError, match="non-integer"):
-        rd.tl.fit_decoder(frac, net=net, loss="nb", progress=False)
+        rd.tl.fit_decoder(frac, net=net, gene_likelihood="nb")
     neg = counts.copy()
     neg.X[0, 0] = -1
     with pytest.raises(ValueError, match="negative"):
-        rd.tl.fit_decoder(neg, net=net, loss="poisson", progress=False)
+        rd.tl.fit_decoder(neg, net=net, gene_likelihood="poisson")
     with pytest.raises(KeyError, match="Layer 'counts' not found"):
-        rd.tl.fit_decoder(counts, net=net, loss="nb", layer="counts", progress=False)
+        rd.tl.fit_decoder(counts, net=net, gene_likelihood="nb", layer="counts")
     with pytest.raises(KeyError, match="obs"):
-        rd.tl.fit_decoder(counts, net=net, loss="nb", library_size="n_counts", progress=False)
+        rd.tl.fit_decoder(counts, net=net, gene_likelihood="nb", library_size="n_counts")
     with pytest.raises(ValueError, match="positive link"):
-        rd.tl.fit_decoder(counts, net=net, loss="nb", output="linear", progress=False)
+        rd.tl.fit_decoder(counts, net=net, gene_likelihood="nb", output="linear")
     with pytest.raises(ValueError, match="gradient engine"):
-        rd.tl.fit_decoder(counts, net=net, loss="nb", solver="als", progress=False)
+        rd.tl.fit_decoder(counts, net=net, gene_likelihood="nb", recipe={"solver": "als"})
     with pytest.raises(ValueError, match="`loss` must be one of"):
-        rd.tl.fit_decoder(counts, net=net, loss="gaussian", progress=False)
+        rd.tl.fit_decoder(counts, net=net, gene_likelihood="gaussian")
     with pytest.raises(ValueError, match="Unknown field in `recipe`"):
-        rd.tl.fit_decoder(counts, net=net, loss="nb", recipe={"learning_rate": 1.0}, progress=False)
+        rd.tl.fit_decoder(counts, net=net, gene_likelihood="nb", recipe={"learning_rate": 1.0})
     empty = counts.copy()
     empty.X[0] = 0
     with pytest.raises(ValueError, match="library size"):
-        rd.tl.fit_decoder(empty, net=net, loss="nb", progress=False)
+        rd.tl.fit_decoder(empty, net=net, gene_likelihood="nb")
 
 
 def test_count_model_refuses_normalised_new_cells(_nb_fit):
@@ -167,7 +172,7 @@ def test_extra_latents_absorb_unannotated_variation():
     scores = {}
     for k in (0, 1):
         a = adata.copy()
-        rd.tl.fit_decoder(a, net=net, n_extra=k, progress=False)
+        rd.tl.fit_decoder(a, net=net, n_extra=k)
         names = list(a.uns["regdecoder"]["latent_names"])
         assert names[6:] == [f"extra_{i}" for i in range(k)] and a.obsm["regdecoder"].shape[1] == 6 + k
         assert a.uns["regdecoder"]["params"]["n_extra"] == k
@@ -177,9 +182,9 @@ def test_extra_latents_absorb_unannotated_variation():
             assert (w != 0).all()  # a dense column
     assert scores[1] > 0.9 > scores[0] + 0.1
     with pytest.raises(ValueError, match="n_extra"):
-        rd.tl.fit_decoder(adata, net=net, n_extra=-1, progress=False)
+        rd.tl.fit_decoder(adata, net=net, n_extra=-1)
     with pytest.raises(ValueError, match="give `net=`"):
-        rd.tl.fit_decoder(adata, n_latent=3, n_extra=1, progress=False)
+        rd.tl.fit_decoder(adata, n_latent=3, n_extra=1)
 
 
 def test_soft_mask_finds_edges_missing_from_the_prior():
@@ -188,7 +193,7 @@ def test_soft_mask_finds_edges_missing_from_the_prior():
     strong = net["weight"].abs() > 0.5
     removed = net[strong].sample(15, random_state=0)
     prior = net.drop(index=removed.index)
-    model = rd.tl.fit_decoder(adata, net=prior, soft_mask=True, max_epochs=100, progress=False)
+    model = rd.tl.fit_decoder(adata, net=prior, soft_mask=True, recipe={"max_epochs": 100})
     assert adata.uns["regdecoder"]["params"]["soft_mask"]
     new = rd.get.new_edges(adata, n_top=15)
     assert list(new.columns) == ["source", "target", "weight", "rank_in_tf"]
@@ -202,7 +207,7 @@ def test_soft_mask_finds_edges_missing_from_the_prior():
     rd.tl.infer(test, model)
     assert rd.metrics.recovery(test)["pcc"].mean() > 0.95
     with pytest.raises(ValueError, match="needs a network|give `net=`"):
-        rd.tl.fit_decoder(adata.copy(), n_latent=3, soft_mask=True, progress=False)
+        rd.tl.fit_decoder(adata.copy(), n_latent=3, soft_mask=True)
     with pytest.raises(KeyError, match="soft_mask=True"):
         rd.get.new_edges(test)
 
@@ -238,6 +243,6 @@ def test_pl_activities_and_group_means(fitted):
 def test_extended_fits_leave_the_global_rng_alone(counts):
     state = torch.random.get_rng_state()
     net = counts.uns["sim"]["net"]
-    rd.tl.fit_decoder(counts[:100].copy(), net=net, loss="poisson", max_epochs=2, progress=False)
-    rd.tl.fit_decoder(counts[:100].copy(), net=net, soft_mask=True, layer="expression", max_epochs=2, progress=False)
+    rd.tl.fit_decoder(counts[:100].copy(), net=net, gene_likelihood="poisson", recipe={"max_epochs": 2})
+    rd.tl.fit_decoder(counts[:100].copy(), net=net, soft_mask=True, layer="expression", recipe={"max_epochs": 2})
     assert torch.equal(torch.random.get_rng_state(), state)

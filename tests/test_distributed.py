@@ -20,9 +20,9 @@ def test_two_gloo_processes_match_one(tmp_path):
     data.X = sparse.csr_matrix(data.X)
     net = data.uns["sim"]["net"]
     single = data.copy()
-    rd.tl.fit_decoder(single, net=net, max_epochs=12, seed=4, progress=False)
+    rd.tl.fit_decoder(single, net=net, seed=4, recipe={"max_epochs": 12})
     multi = data.copy()
-    model = rd.tl.fit_decoder_distributed(multi, net=net, nprocs=2, max_epochs=12, seed=4, timeout_s=300)
+    model = rd.tl.fit_decoder_distributed(multi, net=net, nprocs=2, seed=4, timeout_s=300, recipe={"max_epochs": 12})
     assert multi.uns["regdecoder"]["history"]["loss"].shape == single.uns["regdecoder"]["history"]["loss"].shape
     p1, p2 = _signed_pcc(single), _signed_pcc(multi)
     assert p1.mean() > 0.95  # the fit works at all

@@ -206,7 +206,12 @@ def test_autoencoder_orients_latents_like_the_decoder(split_grn):
     train, test = split_grn
     x_before = train.X.copy()
     ae = rd.tl.fit_autoencoder(
-        train, net=train.uns["sim"]["net"], max_epochs=80, batch_size=50, lr=5e-3, seed=0, progress=False
+        train,
+        net=train.uns["sim"]["net"],
+        max_epochs=80,
+        batch_size=50,
+        lr=5e-3,
+        seed=0,
     )
     np.testing.assert_array_equal(train.X, x_before)
     key = "regdecoder_autoencoder"
@@ -238,7 +243,7 @@ def test_autoencoder_dense_is_seeded(small_grn):
     outs = []
     for seed in (0, 0, 1):
         ad = small_grn.copy()
-        rd.tl.fit_autoencoder(ad, n_latent=3, max_epochs=3, seed=seed, progress=False)
+        rd.tl.fit_autoencoder(ad, n_latent=3, max_epochs=3, seed=seed)
         outs.append(ad.obsm["regdecoder_autoencoder"])
     np.testing.assert_array_equal(outs[0], outs[1])
     assert not np.array_equal(outs[0], outs[2])

@@ -31,8 +31,8 @@ def test_read_net_and_fit_from_a_path(tmp_path, split_grn):
     back = rd.datasets.read_net(path)
     pd.testing.assert_frame_equal(back, net.reset_index(drop=True))
     a, b = train.copy(), train.copy()
-    rd.tl.fit_decoder(a, net=net, progress=False)
-    rd.tl.fit_decoder(b, net=str(path), progress=False)  # a path works wherever a net does
+    rd.tl.fit_decoder(a, net=net)
+    rd.tl.fit_decoder(b, net=str(path))  # a path works wherever a net does
     np.testing.assert_allclose(a.obsm["regdecoder"], b.obsm["regdecoder"], rtol=1e-5, atol=1e-6)
 
 
@@ -140,7 +140,7 @@ def test_fit_does_not_fail_on_identical_regulons(split_grn):
     twin = net[net.source == "TF0"].assign(source="TF0_twin")
     both = pd.concat([net, twin], ignore_index=True)
     adata = train.copy()
-    rd.tl.fit_decoder(adata, net=both, progress=False)
+    rd.tl.fit_decoder(adata, net=both)
     z = pd.DataFrame(adata.obsm["regdecoder"], columns=adata.uns["regdecoder"]["latent_names"])
     assert np.isfinite(z.to_numpy()).all()
     rec = rd.metrics.recovery(adata)
@@ -152,16 +152,16 @@ def test_gene_case_mismatch_and_swapped_columns(small_grn, caplog):
     net = small_grn.uns["sim"]["net"]
     lower = net.assign(target=net["target"].str.lower())
     with pytest.raises(ValueError, match="case"):
-        rd.tl.fit_decoder(small_grn, net=lower, progress=False)
+        rd.tl.fit_decoder(small_grn, net=lower)
     swapped = net.rename(columns={"source": "target", "target": "source"})
     # the "targets" are now TF names; the "sources" are genes
     with pytest.raises(ValueError, match="swapped"):
-        rd.tl.fit_decoder(small_grn, net=swapped, progress=False)
+        rd.tl.fit_decoder(small_grn, net=swapped)
     # some genes in another case: used edges only, with a warning naming the fix
     mixed = net.copy()
     mixed.loc[mixed.index[:5], "target"] = mixed["target"].iloc[:5].str.lower()
     with caplog.at_level(logging.WARNING, logger="regdecoder"):
-        rd.tl.fit_decoder(small_grn.copy(), net=mixed, progress=False, max_epochs=2)
+        rd.tl.fit_decoder(small_grn.copy(), net=mixed, recipe={"max_epochs": 2})
     assert "case" in caplog.text
 
 
@@ -172,7 +172,7 @@ def test_tf_named_like_a_gene_is_a_separate_latent(split_grn):
     gene = train.var_names[0]
     renamed = net.assign(source=net["source"].replace({"TF1": gene}))
     adata = train.copy()
-    rd.tl.fit_decoder(adata, net=renamed, progress=False)
+    rd.tl.fit_decoder(adata, net=renamed)
     names = list(adata.uns["regdecoder"]["latent_names"])
     assert gene in names and adata.obsm["regdecoder"].shape[1] == 8
     truth = train.obsm["tf_activity"]["TF1"].to_numpy()

@@ -48,7 +48,7 @@ def test_recovers_tf_activities_with_the_right_sign(fitted):
 def test_unsigned_prior_uses_mean_rule_and_keeps_sign(split_grn):
     train, test = split_grn
     net = train.uns["sim"]["net"].drop(columns="weight")
-    model = rd.tl.fit_decoder(train, net=net, progress=False)
+    model = rd.tl.fit_decoder(train, net=net)
     assert set(model.orientation) == {"mean"}
     rd.tl.infer(test, model)
     assert rd.metrics.recovery(test).pcc.mean() > 0.99
@@ -58,14 +58,14 @@ def test_signed_prior_decides_the_sign(split_grn):
     train, _ = split_grn
     net = train.uns["sim"]["net"].copy()
     net["weight"] = -net["weight"]  # a prior that claims every edge the other way round
-    rd.tl.fit_decoder(train, net=net, progress=False)
+    rd.tl.fit_decoder(train, net=net)
     assert rd.metrics.recovery(train).pcc.mean() < -0.99
 
 
 def test_bias_and_skew_rule(split_grn):
     train, test = split_grn
     net = train.uns["sim"]["net"].assign(weight=1.0)
-    model = rd.tl.fit_decoder(train, net=net, bias=True, progress=False)
+    model = rd.tl.fit_decoder(train, net=net, bias=True)
     assert set(model.orientation) == {"skew"}
     rd.tl.infer(test, model)
     assert rd.metrics.recovery(test).pcc.mean() > 0.98
@@ -83,7 +83,7 @@ def test_same_seed_same_result_and_x_untouched(small_grn):
         np.testing.assert_array_equal(a.obsm["regdecoder"], b.obsm["regdecoder"])
         np.testing.assert_array_equal(a.X, before)
     c = small_grn.copy()
-    rd.tl.fit_decoder(c, net=net, seed=2, solver="gradient", max_epochs=5, progress=False)
+    rd.tl.fit_decoder(c, net=net, seed=2, recipe={"solver": "gradient", "max_epochs": 5})
     assert not np.array_equal(c.obsm["regdecoder"], a.obsm["regdecoder"])
 
 
@@ -92,8 +92,8 @@ def test_sparse_and_dense_x_agree(small_grn):
     dense = small_grn.copy()
     sp = small_grn.copy()
     sp.X = sparse.csr_matrix(sp.X)
-    rd.tl.fit_decoder(dense, net=net, progress=False, max_epochs=10)
-    rd.tl.fit_decoder(sp, net=net, progress=False, max_epochs=10)
+    rd.tl.fit_decoder(dense, net=net, recipe={"max_epochs": 10})
+    rd.tl.fit_decoder(sp, net=net, recipe={"max_epochs": 10})
     assert sparse.issparse(sp.X)  # not densified in place
     np.testing.assert_allclose(dense.obsm["regdecoder"], sp.obsm["regdecoder"], rtol=1e-4, atol=1e-4)
 
@@ -102,13 +102,13 @@ def test_layer_is_used(small_grn):
     ad = small_grn.copy()
     ad.layers["expr"] = ad.X.copy()
     ad.X = np.zeros_like(ad.X)
-    rd.tl.fit_decoder(ad, net=ad.uns["sim"]["net"], layer="expr", progress=False)
+    rd.tl.fit_decoder(ad, net=ad.uns["sim"]["net"], layer="expr")
     assert rd.metrics.recovery(ad).pcc.mean() > 0.99
 
 
 def test_paper_preset_runs_the_paper_recipe(split_grn):
     train, test = split_grn
-    model = rd.tl.fit_decoder(train, net=train.uns["sim"]["net"], preset="paper", max_epochs=3, progress=False)
+    model = rd.tl.fit_decoder(train, net=train.uns["sim"]["net"], recipe={"preset": "paper", "max_epochs": 3})
     p = train.uns["regdecoder"]["params"]
     assert p["solver"] == "gradient" and p["preset"] == "paper"
     assert p["recipe"]["batch_size"] == 32 and p["recipe"]["lr_z"] == 0.01 and p["recipe"]["momentum_z"] == 0.9
@@ -119,7 +119,7 @@ def test_paper_preset_runs_the_paper_recipe(split_grn):
 
 def test_gradient_solver_from_the_als_start_recovers(split_grn):
     train, test = split_grn
-    model = rd.tl.fit_decoder(train, net=train.uns["sim"]["net"], solver="gradient", max_epochs=50, progress=False)
+    model = rd.tl.fit_decoder(train, net=train.uns["sim"]["net"], recipe={"solver": "gradient", "max_epochs": 50})
     assert train.uns["regdecoder"]["params"]["recipe"]["z_optimizer"] == "adam"
     rd.tl.infer(test, model)
     assert rd.metrics.recovery(test).pcc.mean() > 0.97
@@ -132,20 +132,20 @@ def test_paper_recipe_recovers_in_the_paper_setting(noise):
     # signed PCC 0.99 on held-out cells after ~150-200 epochs at N=1,000.
     ad = rd.sim.grn(n_obs=1100, noise=noise, seed=0)
     train, test = rd.pp.split(ad, n_test=100, seed=0)
-    model = rd.tl.fit_decoder(train, net=train.uns["sim"]["net"], preset="paper", max_epochs=250, progress=False)
+    model = rd.tl.fit_decoder(train, net=train.uns["sim"]["net"], recipe={"preset": "paper", "max_epochs": 250})
     rd.tl.infer(test, model)
     assert rd.metrics.recovery(test).pcc.mean() > 0.985
 
 
 def test_unmasked_and_mlp_decoders(split_grn):
     train, test = split_grn
-    model = rd.tl.fit_decoder(train, n_latent=8, progress=False)
+    model = rd.tl.fit_decoder(train, n_latent=8)
     assert model.config.masked is False and train.varm["regdecoder_weights"].shape == (train.n_vars, 8)
     rd.tl.infer(test, model)
     rec = rd.metrics.recovery(test, match="hungarian")
     assert rec.latent.notna().all()
     assert rd.metrics.reconstruction_error(test, model) < 0.5 * float(np.var(test.X))
-    mlp = rd.tl.fit_decoder(train, n_latent=8, hidden=(32,), max_epochs=20, progress=False, key_added="mlp")
+    mlp = rd.tl.fit_decoder(train, n_latent=8, hidden=(32,), key_added="mlp", recipe={"max_epochs": 20})
     assert "mlp_weights" not in train.varm and train.uns["mlp"]["params"]["solver"] == "gradient"
     err0 = rd.metrics.mse(test.X, mlp.decode(np.tile(mlp.z_mean.numpy(), (test.n_obs, 1))))
     rd.tl.infer(test, mlp, key_added="mlp", max_iter=200)
@@ -200,7 +200,7 @@ def test_load_rejects_other_files(tmp_path):
 
 def test_mlp_save_load(split_grn, tmp_path):
     train, _ = split_grn
-    m = rd.tl.fit_decoder(train, n_latent=3, hidden=(16,), max_epochs=2, progress=False)
+    m = rd.tl.fit_decoder(train, n_latent=3, hidden=(16,), recipe={"max_epochs": 2})
     m.save(tmp_path / "m.pt")
     loaded = rd.tl.Model.load(tmp_path / "m.pt")
     z = np.ones((2, 3), dtype=np.float32)
@@ -212,7 +212,7 @@ def test_mlp_save_load(split_grn, tmp_path):
 def test_nan_inf_rejected(small_grn, bad):
     small_grn.X[3, 4] = bad
     with pytest.raises(ValueError, match="NaN"):
-        rd.tl.fit_decoder(small_grn, net=small_grn.uns["sim"]["net"], progress=False)
+        rd.tl.fit_decoder(small_grn, net=small_grn.uns["sim"]["net"])
 
 
 def test_nan_in_sparse_rejected(small_grn):
@@ -220,25 +220,25 @@ def test_nan_in_sparse_rejected(small_grn):
     x[0, x[0] > 0] = np.nan
     small_grn.X = sparse.csr_matrix(x)
     with pytest.raises(ValueError, match="NaN"):
-        rd.tl.fit_decoder(small_grn, net=small_grn.uns["sim"]["net"], progress=False)
+        rd.tl.fit_decoder(small_grn, net=small_grn.uns["sim"]["net"])
 
 
 def test_net_errors(small_grn):
     net = small_grn.uns["sim"]["net"]
     with pytest.raises(KeyError, match="Rename"):
-        rd.tl.fit_decoder(small_grn, net=net.rename(columns={"source": "tf"}), progress=False)
+        rd.tl.fit_decoder(small_grn, net=net.rename(columns={"source": "tf"}))
     with pytest.raises(ValueError, match="duplicate"):
-        rd.tl.fit_decoder(small_grn, net=pd.concat([net, net.head(2)]), progress=False)
+        rd.tl.fit_decoder(small_grn, net=pd.concat([net, net.head(2)]))
     with pytest.raises(ValueError, match="No target gene"):
-        rd.tl.fit_decoder(small_grn, net=net.assign(target=net.target.str.lower()), progress=False)
+        rd.tl.fit_decoder(small_grn, net=net.assign(target=net.target.str.lower()))
     with pytest.raises(ValueError, match="missing or non-numeric"):
-        rd.tl.fit_decoder(small_grn, net=net.assign(weight=np.nan), progress=False)
+        rd.tl.fit_decoder(small_grn, net=net.assign(weight=np.nan))
     with pytest.raises(TypeError, match="DataFrame"):
-        rd.tl.fit_decoder(small_grn, net=net.to_numpy(), progress=False)
+        rd.tl.fit_decoder(small_grn, net=net.to_numpy())
     with pytest.raises(ValueError, match="not both"):
-        rd.tl.fit_decoder(small_grn, net=net, n_latent=3, progress=False)
+        rd.tl.fit_decoder(small_grn, net=net, n_latent=3)
     with pytest.raises(ValueError, match="n_latent"):
-        rd.tl.fit_decoder(small_grn, progress=False)
+        rd.tl.fit_decoder(small_grn)
 
 
 def test_tmin_drops_small_regulons_with_a_message(small_grn, caplog):
@@ -246,31 +246,31 @@ def test_tmin_drops_small_regulons_with_a_message(small_grn, caplog):
     small_tf = net.source.iloc[0]
     keep = net[(net.source != small_tf) | (net.index.isin(net.index[net.source == small_tf][:2]))]
     with caplog.at_level(logging.INFO, logger="regdecoder"):
-        model = rd.tl.fit_decoder(small_grn, net=keep, tmin=5, progress=False)
+        model = rd.tl.fit_decoder(small_grn, net=keep, tmin=5)
     assert small_tf not in model.latent_names and len(model.latent_names) == 7
     assert "fewer than tmin=5" in caplog.text and small_tf in caplog.text
     rec = rd.metrics.recovery(small_grn)
     assert np.isnan(rec.loc[small_tf, "pcc"]) and rec.pcc.notna().sum() == 7
     with pytest.raises(ValueError, match="tmin"):
-        rd.tl.fit_decoder(small_grn, net=keep, tmin=10_000, progress=False)
+        rd.tl.fit_decoder(small_grn, net=keep, tmin=10_000)
 
 
 def test_empty_and_missing_layer(small_grn):
     net = small_grn.uns["sim"]["net"]
     with pytest.raises(ValueError, match="empty"):
-        rd.tl.fit_decoder(small_grn[:0].copy(), net=net, progress=False)
+        rd.tl.fit_decoder(small_grn[:0].copy(), net=net)
     with pytest.raises(KeyError, match="Layer 'counts' not found"):
-        rd.tl.fit_decoder(small_grn, net=net, layer="counts", progress=False)
+        rd.tl.fit_decoder(small_grn, net=net, layer="counts")
 
 
 def test_bad_options(small_grn):
     net = small_grn.uns["sim"]["net"]
     with pytest.raises(ValueError, match="solver"):
-        rd.tl.fit_decoder(small_grn, net=net, solver="lbfgs")
+        rd.tl.fit_decoder(small_grn, net=net, recipe={"solver": "lbfgs"})
     with pytest.raises(ValueError, match="preset"):
-        rd.tl.fit_decoder(small_grn, net=net, solver="als", preset="paper")
+        rd.tl.fit_decoder(small_grn, net=net, recipe={"solver": "als", "preset": "paper"})
     with pytest.raises(ValueError, match="recipe"):
-        rd.tl.fit_decoder(small_grn, net=net, solver="gradient", recipe={"nope": 1})
+        rd.tl.fit_decoder(small_grn, net=net, recipe={"solver": "gradient", "nope": 1})
     with pytest.raises(ValueError, match="hidden"):
         rd.tl.fit_decoder(small_grn, net=net, hidden=(4,))
     with pytest.raises(TypeError, match="Model"):
@@ -293,8 +293,8 @@ def test_cuda_matches_cpu(split_grn):
     train, test = split_grn
     net = train.uns["sim"]["net"]
     a, b = train.copy(), train.copy()
-    cpu = rd.tl.fit_decoder(a, net=net, device="cpu", progress=False)
-    gpu = rd.tl.fit_decoder(b, net=net, device="cuda", progress=False)
+    cpu = rd.tl.fit_decoder(a, net=net, device="cpu")
+    gpu = rd.tl.fit_decoder(b, net=net, device="cuda")
     assert gpu.device.type == "cuda"
     np.testing.assert_allclose(a.obsm["regdecoder"], b.obsm["regdecoder"], rtol=1e-2, atol=1e-2)
     ta, tb = rd.tl.infer(test, cpu, copy=True), rd.tl.infer(test, gpu, copy=True)
@@ -307,7 +307,7 @@ def test_genes_outside_net_and_all_zero_rows_and_columns(split_grn):
     net = net[net.target.isin(train.var_names[20:])]  # 20 genes have no regulator in the prior
     train.X[:, 25] = 0.0  # a gene that is never expressed
     train.X[0] = 0.0  # a cell with no expression at all
-    model = rd.tl.fit_decoder(train, net=net, progress=False)
+    model = rd.tl.fit_decoder(train, net=net)
     z = train.obsm["regdecoder"]
     assert np.isfinite(z).all()
     np.testing.assert_allclose(z[0], 0.0, atol=1e-6)  # nothing expressed: zero activity fits exactly

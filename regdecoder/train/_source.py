@@ -116,16 +116,25 @@ def comm_device(device: torch.device) -> torch.device:
     return torch.device("cpu")
 
 
-def gather_rows(local: torch.Tensor, n_total: int) -> torch.Tensor:
-    """The full ``n_total``-row table from every process's block (on every process), on the CPU."""
+def gather_rows(local: torch.Tensor, n_total: int | None = None) -> torch.Tensor:
+    """Every process's block of rows, concatenated in rank order (on every process), on the CPU.
+
+    Blocks may differ in length (e.g. the rows of a random subsample each process holds);
+    ``n_total``, when given, is checked against the total.
+    """
     rank, size = world()
     if size == 1:
         return local
     dev = comm_device(local.device if local.device.type == "cuda" else torch.device("cuda"))
-    bounds = [shard_bounds(n_total, r, size) for r in range(size)]
-    longest = max(b - a for a, b in bounds)
-    pad = torch.zeros((longest,) + tuple(local.shape[1:]), dtype=local.dtype, device=dev)
+    n = torch.tensor([local.shape[0]], device=dev)
+    counts = [torch.zeros_like(n) for _ in range(size)]
+    dist.all_gather(counts, n)
+    counts = [int(c) for c in counts]
+    if n_total is not None and sum(counts) != n_total:
+        msg = f"gather_rows: the processes hold {sum(counts)} rows, expected {n_total}."
+        raise RuntimeError(msg)
+    pad = torch.zeros((max(counts),) + tuple(local.shape[1:]), dtype=local.dtype, device=dev)
     pad[: local.shape[0]] = local.to(dev)
     parts = [torch.empty_like(pad) for _ in range(size)]
     dist.all_gather(parts, pad)
-    return torch.cat([p[: b - a] for p, (a, b) in zip(parts, bounds, strict=True)]).cpu()
+    return torch.cat([p[:c] for p, c in zip(parts, counts, strict=True)]).cpu()
