@@ -35,6 +35,7 @@ def _normalise(adata, log: bool):
 
 
 def main(argv=None) -> pd.DataFrame:
+    rd.settings.progress = False
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-train", type=int, default=1000)
     parser.add_argument("--n-test", type=int, default=100)
@@ -74,12 +75,12 @@ def main(argv=None) -> pd.DataFrame:
         settings = {
             "mse_lognorm": {"layer": "lognorm"},
             "mse_norm": {"layer": "norm"},
-            "poisson": {"layer": "counts", "loss": "poisson", "max_epochs": args.max_epochs},
-            "nb": {"layer": "counts", "loss": "nb", "max_epochs": args.max_epochs},
+            "poisson": {"layer": "counts", "gene_likelihood": "poisson", "recipe": {"max_epochs": args.max_epochs}},
+            "nb": {"layer": "counts", "gene_likelihood": "nb", "recipe": {"max_epochs": args.max_epochs}},
         }
         for name, kw in settings.items():
             t0 = time.perf_counter()
-            model = rd.tl.fit_decoder(train, net=net, seed=args.seed, device=args.device, progress=False, **kw)
+            model = rd.tl.fit_decoder(train, net=net, seed=args.seed, device=args.device, **kw)
             fit_s = time.perf_counter() - t0
             rd.tl.infer(test, model, layer=kw["layer"])
             row = {

@@ -120,7 +120,7 @@ def run_one(n_train: int, rep: int, args) -> list[dict]:
     train, test = rd.pp.split(adata, n_test=args.n_test, seed=seed)
     sets = _ood_sets(test, args, np.random.default_rng(seed))
     net = train.uns["sim"]["net"]
-    common = {"seed": seed, "device": args.device, "progress": False}
+    common = {"seed": seed, "device": args.device}
     enc_kw = _encoder_epochs(n_train, args)
     rows = []
 
@@ -145,7 +145,7 @@ def run_one(n_train: int, rep: int, args) -> list[dict]:
         )
 
     t0 = time.perf_counter()
-    dec_kw = {"preset": "paper"} if args.recipe == "paper" else {}
+    dec_kw = {"recipe": "paper"} if args.recipe == "paper" else {}
     model = rd.tl.fit_decoder(train, net=net, **dec_kw, **common)
     fit_s = time.perf_counter() - t0
     load = rd.tl.load(train)
@@ -173,7 +173,7 @@ def run_one(n_train: int, rep: int, args) -> list[dict]:
         record(
             "autoencoder",
             fit_s,
-            _score(sets, "autoencoder", ae.decoder, ae),
+            _score(sets, "autoencoder", ae, ae),
             len(ae.history["loss"]),
             rd.tl.load(train, key="regdecoder_autoencoder"),
         )
@@ -196,6 +196,7 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv=None) -> pd.DataFrame:
+    rd.settings.progress = False
     doc = __doc__ or ""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000])

@@ -93,6 +93,7 @@ def _factorisation(name: str, train, test, n_comp: int, seed: int):
 
 
 def main(argv=None) -> pd.DataFrame:
+    rd.settings.progress = False
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-train", type=int, default=1000)
     parser.add_argument("--n-test", type=int, default=10000)
@@ -138,7 +139,7 @@ def main(argv=None) -> pd.DataFrame:
             _decoupler(method, small, nets["signs"])
         except Exception:  # noqa: BLE001,S110 - a failing peer is reported below
             pass
-    rd.tl.fit_decoder(small.copy(), net=nets["signs"], max_epochs=1, device=args.device, progress=False)
+    rd.tl.fit_decoder(small.copy(), net=nets["signs"], device=args.device, recipe={"max_epochs": 1})
     rows = []
 
     def add(method, network, pcc, fit_s, infer_s, note=""):
@@ -164,7 +165,7 @@ def main(argv=None) -> pd.DataFrame:
 
     for network, net in nets.items():
         t0 = time.perf_counter()
-        model = rd.tl.fit_decoder(train, net=net, seed=args.seed, device=args.device, progress=False)
+        model = rd.tl.fit_decoder(train, net=net, seed=args.seed, device=args.device)
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         rd.tl.infer(test, model)

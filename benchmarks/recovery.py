@@ -21,6 +21,7 @@ import regdecoder as rd
 
 
 def main(argv=None) -> pd.DataFrame:
+    rd.settings.progress = False
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000])
     parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.2])
@@ -45,11 +46,9 @@ def main(argv=None) -> pd.DataFrame:
                 model = rd.tl.fit_decoder(
                     train,
                     net=train.uns["sim"]["net"],
-                    preset=preset,
                     seed=args.seed,
                     device=args.device,
-                    max_epochs=paper_epochs if preset == "paper" else None,
-                    progress=False,
+                    recipe={"preset": preset, "max_epochs": paper_epochs if preset == "paper" else None},
                 )
                 fit_s = time.perf_counter() - t0
                 t0 = time.perf_counter()

@@ -160,9 +160,8 @@ def work_fit(a) -> dict:
         paused[0] += time.perf_counter() - t
         return a.stop_pcc is not None and curve[-1][2] >= a.stop_pcc
 
-    model = rd.tl.fit_decoder(
-        adata, net=net, max_epochs=a.max_epochs, seed=0, device=a.device, progress=a.progress, callback=cb
-    )
+    rd.settings.progress = a.progress
+    model = rd.tl.fit_decoder(adata, net=net, seed=0, device=a.device, recipe={"max_epochs": a.max_epochs, "callback": cb})
     fit_wall = time.perf_counter() - t0 - paused[0]
     rss_fit = _rss_gib()
     nnz = int(adata.X.group["indptr"][-1])

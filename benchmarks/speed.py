@@ -39,7 +39,7 @@ METHODS = {
     "paper": {"preset": "paper"},  # the paper's recipe, random start
     "fast": {},  # the default: censored ALS
     "gradient": {"solver": "gradient"},  # gradient engine, FAST recipe, from the ALS start
-}
+}  # fit_decoder's `recipe` for each method
 
 
 def time_to_target(train, test, *, method: str, target: float, max_epochs: int, seed: int, device: str) -> dict:
@@ -55,13 +55,9 @@ def time_to_target(train, test, *, method: str, target: float, max_epochs: int, 
     rd.tl.fit_decoder(
         train,
         net=train.uns["sim"]["net"],
-        **METHODS[method],
-        max_epochs=max_epochs,
-        tol=0.0,
         seed=seed,
         device=device,
-        progress=False,
-        callback=callback,
+        recipe={**METHODS[method], "max_epochs": max_epochs, "tol": 0.0, "callback": callback},
     )
     wall = time.perf_counter() - t0
     hit = next(((e, s, p) for e, s, p in trace if p >= target), None)
@@ -77,6 +73,7 @@ def time_to_target(train, test, *, method: str, target: float, max_epochs: int, 
 
 
 def main(argv=None) -> pd.DataFrame:
+    rd.settings.progress = False
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.2])

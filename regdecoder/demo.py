@@ -50,7 +50,11 @@ def main(argv: list[str] | None = None) -> dict:
     train, test = rd.pp.split(adata, n_test=args.n_test, seed=args.seed)
     t0 = time.perf_counter()
     model = rd.tl.fit_decoder(
-        train, net=train.uns["sim"]["net"], preset=args.preset, seed=args.seed, device=args.device
+        train,
+        net=train.uns["sim"]["net"],
+        seed=args.seed,
+        device=args.device,
+        recipe={"preset": args.preset},
     )
     t_fit = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -271,7 +271,7 @@ def test_from_net_matches_the_network():
 
     ad = rd.sim.grn(n_obs=5, n_genes=60, n_tfs=6, density=0.2, seed=4)
     net = ad.uns["sim"]["net"]
-    layer = SparseLinear.from_net(net, ad.var_names, tmin=1)
+    layer = SparseLinear.from_net(rd.pp.prepare_net(net, ad.var_names, tmin=1))
     true_w = ad.varm["true_weights"]
     assert layer.latent_names == list(true_w.columns)
     np.testing.assert_array_equal(layer.mask.numpy(), true_w.to_numpy() != 0)
@@ -279,7 +279,7 @@ def test_from_net_matches_the_network():
     np.testing.assert_array_equal(layer.prior_sign.numpy(), expected_sign)
     # genes outside the layer's var_names are ignored; TFs below tmin dropped
     counts = net.source.value_counts()
-    layer = SparseLinear.from_net(net, ad.var_names, tmin=int(counts.max()))
+    layer = SparseLinear.from_net(rd.pp.prepare_net(net, ad.var_names, tmin=int(counts.max())))
     assert layer.latent_names == sorted(counts.index[counts >= counts.max()])
-    unsigned = SparseLinear.from_net(net.drop(columns="weight"), ad.var_names, tmin=1)
+    unsigned = SparseLinear.from_net(rd.pp.prepare_net(net.drop(columns="weight"), ad.var_names, tmin=1))
     assert unsigned.prior_sign is None

@@ -22,7 +22,7 @@ def test_fit_writes_the_data_contract(fitted):
     assert (w[true_w == 0] == 0).all()  # learned weights only on the network's edges
     uns = train.uns["regdecoder"]
     assert list(uns["latent_names"]) == list(train.obsm["tf_activity"].columns)
-    assert uns["params"]["solver"] == "als" and uns["params"]["seed"] == 0
+    assert uns["params"]["recipe"]["solver"] == "als" and uns["params"]["seed"] == 0
     assert len(uns["history"]["loss"]) == len(uns["history"]["seconds"]) >= 1
     nnz = int((true_w != 0).sum())
     n, m, N = train.n_vars, n_tfs, train.n_obs
@@ -75,11 +75,11 @@ def test_same_seed_same_result_and_x_untouched(small_grn):
     before = small_grn.X.copy()
     net = small_grn.uns["sim"]["net"]
     for solver in ("als", "gradient"):
-        kw = {"solver": solver, "progress": False, "max_epochs": 5 if solver == "gradient" else 10}
+        rec = {"solver": solver, "max_epochs": 5 if solver == "gradient" else 10}
         a = small_grn.copy()
-        rd.tl.fit_decoder(a, net=net, seed=1, **kw)
+        rd.tl.fit_decoder(a, net=net, seed=1, recipe=rec)
         b = small_grn.copy()
-        rd.tl.fit_decoder(b, net=net, seed=1, **kw)
+        rd.tl.fit_decoder(b, net=net, seed=1, recipe=rec)
         np.testing.assert_array_equal(a.obsm["regdecoder"], b.obsm["regdecoder"])
         np.testing.assert_array_equal(a.X, before)
     c = small_grn.copy()
@@ -110,7 +110,7 @@ def test_paper_preset_runs_the_paper_recipe(split_grn):
     train, test = split_grn
     model = rd.tl.fit_decoder(train, net=train.uns["sim"]["net"], recipe={"preset": "paper", "max_epochs": 3})
     p = train.uns["regdecoder"]["params"]
-    assert p["solver"] == "gradient" and p["preset"] == "paper"
+    assert p["recipe"]["solver"] == "gradient" and p["recipe"]["start"] == "random"
     assert p["recipe"]["batch_size"] == 32 and p["recipe"]["lr_z"] == 0.01 and p["recipe"]["momentum_z"] == 0.9
     assert p["recipe"]["reduction"] == "sum" and p["recipe"]["max_epochs"] == 3
     assert len(train.uns["regdecoder"]["history"]["loss"]) == 3
@@ -146,7 +146,7 @@ def test_unmasked_and_mlp_decoders(split_grn):
     assert rec.latent.notna().all()
     assert rd.metrics.reconstruction_error(test, model) < 0.5 * float(np.var(test.X))
     mlp = rd.tl.fit_decoder(train, n_latent=8, hidden=(32,), key_added="mlp", recipe={"max_epochs": 20})
-    assert "mlp_weights" not in train.varm and train.uns["mlp"]["params"]["solver"] == "gradient"
+    assert "mlp_weights" not in train.varm and train.uns["mlp"]["params"]["recipe"]["solver"] == "gradient"
     err0 = rd.metrics.mse(test.X, mlp.decode(np.tile(mlp.z_mean.numpy(), (test.n_obs, 1))))
     rd.tl.infer(test, mlp, key_added="mlp", max_iter=200)
     assert rd.metrics.reconstruction_error(test, mlp, "mlp") < err0

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..nn import Decoder, DecoderConfig, Encoder, EncoderConfig
-from ..train import resolve_device
+from ..train import infer, resolve_device
 
 _FORMAT = "regdecoder.Model"
 _ENCODER_FORMAT_V010 = "regdecoder.EncoderModel"  # 0.1.0 wrote encoders in a format of their own
@@ -150,6 +150,22 @@ class Model:
         """Expression predicted from latents ``z`` (cells x latents)."""
         zt = torch.as_tensor(np.asarray(z, dtype=np.float32), device=self.device)
         return self.decoder(zt).cpu().numpy()
+
+    def infer_latents(
+        self,
+        x: torch.Tensor,
+        *,
+        method: str = "auto",
+        max_iter: int | None = None,
+        tol: float | None = None,
+        size_factors: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, int]:
+        """Latents of expression ``x`` (cells x genes, model gene order, on the model's device)
+        with the decoder frozen; see :func:`regdecoder.train.infer`. Returns the latents and
+        the iterations run."""
+        return infer(
+            self.decoder, x, method=method, max_iter=max_iter, tol=tol, size_factors=size_factors, z_start=self.z_mean
+        )
 
     @torch.no_grad()
     def encode_tensor(self, x: torch.Tensor) -> torch.Tensor:

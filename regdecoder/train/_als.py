@@ -249,7 +249,9 @@ def normalise_scale(weight: torch.Tensor, z: torch.Tensor, mask: torch.Tensor) -
 
 
 # ------------------------------------------------------------------ start
-def subsample_rows(source, n_pick: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+def subsample_rows(
+    source, n_pick: int, generator: torch.Generator, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """At most ``n_pick`` cells drawn once at random over all processes (all of them when fewer),
     gathered on every process, dense on ``device``."""
     n_total = source.n_total
@@ -260,9 +262,9 @@ def subsample_rows(source, n_pick: int, generator: torch.Generator, device: torc
     lo, hi = source.offset, source.offset + source.n_obs
     local = pick[(pick >= lo) & (pick < hi)] - lo
     rows = (
-        source.take(local).to(device=device, dtype=torch.float32)
+        source.take(local).to(device=device, dtype=dtype)
         if local.numel()
-        else torch.zeros(0, source.n_vars, device=device)
+        else torch.zeros(0, source.n_vars, device=device, dtype=dtype)
     )
     return gather_rows(rows, pick.numel()).to(device) if world()[1] > 1 else rows
 
@@ -275,6 +277,7 @@ def masked_pca_init(
     n_iter: int,
     generator: torch.Generator,
     max_cells: int = 2000,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Initial weights: per latent, the leading principal direction of its targets.
 
@@ -287,9 +290,9 @@ def masked_pca_init(
     """
     source = as_source(source)
     dev = mask.device
-    maskf = mask.to(torch.float32)
-    v = torch.randn(mask.shape, generator=generator).to(dev) * maskf
-    x = subsample_rows(source, max_cells, generator, dev)
+    maskf = mask.to(dtype)
+    v = torch.randn(mask.shape, generator=generator, dtype=dtype).to(dev) * maskf
+    x = subsample_rows(source, max_cells, generator, dev, dtype)
     mean = x.mean(0)
     for _ in range(n_iter):
         u = x @ v - mean @ v  # centred data times v, without forming Xc
@@ -376,6 +379,7 @@ def fit_als(
     """
     source = as_source(data)
     dev = next(decoder.parameters()).device
+    dtype = next(decoder.parameters()).dtype
     relu = decoder.config.output == "relu"
     mask = decoder.get_mask().to(dev)
     has_bias = decoder.get_bias() is not None
@@ -391,10 +395,10 @@ def fit_als(
     rank, size = world()
 
     gen = torch.Generator().manual_seed(seed)
-    weight = masked_pca_init(source, mask, prior_sign=prior_sign, n_iter=init_iter, generator=gen)
-    bias = torch.zeros(n_genes, device=dev) if has_bias else None
+    weight = masked_pca_init(source, mask, prior_sign=prior_sign, n_iter=init_iter, generator=gen, dtype=dtype)
+    bias = torch.zeros(n_genes, device=dev, dtype=dtype) if has_bias else None
 
-    z = torch.empty(n_local, n_latent, device=tdev)
+    z = torch.empty(n_local, n_latent, device=tdev, dtype=dtype)
     last = torch.empty_like(z) if extrapolate else None
     log = EpochLog(max_epochs, "", False, callback)
     bar = tqdm(
@@ -415,10 +419,10 @@ def fit_als(
         rhs += y.T @ zc
 
     def zeros():
-        return torch.zeros(cols, cols, device=dev), torch.zeros(n_genes, cols, device=dev)
+        return torch.zeros(cols, cols, device=dev, dtype=dtype), torch.zeros(n_genes, cols, device=dev, dtype=dtype)
 
     def read(s, e):
-        return source.read(s, e).to(device=dev, dtype=torch.float32)
+        return source.read(s, e).to(device=dev, dtype=dtype)
 
     # Pass 0: least-squares latents from the initial weights, and the first statistics.
     gram, rhs = zeros()

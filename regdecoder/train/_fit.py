@@ -78,7 +78,7 @@ def warm_start(
         return (torch.randn(x.shape[0], decoder.config.n_latent, generator=gen) * std).to(x.device), None, None
     mask = decoder.get_mask()
     if recipe.start == "pca":
-        w0 = masked_pca_init(x, mask, prior_sign=prior_sign, n_iter=10, generator=gen)
+        w0 = masked_pca_init(x, mask, prior_sign=prior_sign, n_iter=10, generator=gen, dtype=x.dtype)
         z0, _ = solve_latents(x, w0, None, relu=False)
         return z0, w0, None
     cfg = decoder.config

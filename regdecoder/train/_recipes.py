@@ -91,7 +91,7 @@ class Recipe:
         An unknown field is a ValueError that lists the valid ones.
         """
         names = {f.name for f in fields(self)}
-        new = dict(overrides or {})
+        new = {k: v for k, v in (overrides or {}).items() if v is not None}
         new.update({k: v for k, v in changes.items() if v is not None})
         unknown = sorted(set(new) - names)
         if unknown:
@@ -162,11 +162,14 @@ def resolve_recipe(recipe, *, one_layer: bool, likelihood: str = "mse", soft_mas
             msg = f"`recipe` must be None, 'fast', 'paper', a dict of Recipe fields or a Recipe, got {type(recipe).__name__}."
             raise TypeError(msg)
         overrides = dict(recipe or {})
-        preset = overrides.pop("preset", "fast")
+        preset = overrides.pop("preset", None) or "fast"
         if preset not in PRESETS:
             msg = f"Unknown preset {preset!r}; use one of {sorted(PRESETS)}."
             raise ValueError(msg)
         solver = overrides.get("solver", "auto")
+        if preset == "paper" and solver == "als":
+            msg = "preset='paper' is the paper's gradient recipe; leave `solver` out or use 'gradient' with it."
+            raise ValueError(msg)
         if preset == "paper":
             base = PAPER
         elif likelihood != "mse":
