@@ -161,7 +161,9 @@ def work_fit(a) -> dict:
         return a.stop_pcc is not None and curve[-1][2] >= a.stop_pcc
 
     rd.settings.progress = a.progress
-    model = rd.tl.fit_decoder(adata, net=net, seed=0, device=a.device, recipe={"max_epochs": a.max_epochs, "callback": cb})
+    model = rd.tl.fit_decoder(
+        adata, net=net, seed=0, device=a.device, recipe={"max_epochs": a.max_epochs, "callback": cb}
+    )
     fit_wall = time.perf_counter() - t0 - paused[0]
     rss_fit = _rss_gib()
     nnz = int(adata.X.group["indptr"][-1])

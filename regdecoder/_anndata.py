@@ -65,7 +65,9 @@ def matrix(adata: AnnData, layer: str | None = None, use_raw: bool = False):
         return adata.X, "adata.X", pd.Index(adata.var_names)
     if layer not in adata.layers:
         available = ", ".join(map(repr, adata.layers.keys())) or "none"
-        msg = f"Layer {layer!r} not found in adata.layers (available: {available}); pass one of them or layer=None for X."
+        msg = (
+            f"Layer {layer!r} not found in adata.layers (available: {available}); pass one of them or layer=None for X."
+        )
         raise KeyError(msg)
     return adata.layers[layer], f"adata.layers[{layer!r}]", pd.Index(adata.var_names)
 
@@ -350,7 +352,10 @@ def library_sizes(adata: AnnData, source: ExpressionSource, library_size: str | 
         mat = source.mat
         if source.backed:
             lib = np.concatenate(
-                [np.asarray(mat[s : s + source.chunk_size].sum(1)).ravel() for s in range(0, mat.shape[0], source.chunk_size)]
+                [
+                    np.asarray(mat[s : s + source.chunk_size].sum(1)).ravel()
+                    for s in range(0, mat.shape[0], source.chunk_size)
+                ]
             )
         else:
             lib = np.asarray(mat.sum(1)).ravel()
@@ -376,6 +381,14 @@ def check_key(adata: AnnData, key: str, where: str = "obsm", hint: str = "rd.tl.
     if key not in store:
         msg = f"Did not find adata.{where}[{key!r}]. Run `{hint}` first (or pass the `key` it wrote to)."
         raise KeyError(msg)
+
+
+def check_key_name(key) -> str:
+    """``key_added`` must be a non-empty string (checked before training, not when writing)."""
+    if not isinstance(key, str) or not key:
+        msg = f"`key_added` must be a non-empty string (the obsm/uns key results are written to), got {key!r}."
+        raise TypeError(msg)
+    return key
 
 
 def check_free(adata: AnnData, key: str, *, by: str) -> None:

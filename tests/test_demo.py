@@ -5,6 +5,8 @@ import pytest
 import regdecoder as rd
 from regdecoder import demo
 
+pytestmark = pytest.mark.slow  # end-to-end runs of scripts (seconds to a minute each)
+
 
 def test_demo_writes_results_and_recovers(tmp_path):
     summary = demo.main(

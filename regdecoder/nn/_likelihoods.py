@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 
-
 _EPS = 1e-8
 
 
@@ -59,4 +58,3 @@ def negative_binomial(log_theta: torch.Tensor):
         return nb_nll(rate, x, extra, log_theta)
 
     return loss
-

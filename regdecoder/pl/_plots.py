@@ -6,9 +6,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from anndata import AnnData
 
+from .._anndata import check_key
 from ..metrics import recovery as _recovery
 from ..metrics._recovery import _latents, _truth
-from .._anndata import check_key
 
 
 def _finish(fig, show: bool | None, return_fig: bool):

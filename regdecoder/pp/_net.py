@@ -10,18 +10,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from .._anndata import unique_genes
 from ..datasets._collectri import read_net
 
 logger = logging.getLogger("regdecoder")
-
-
-def unique_genes(var_names: Sequence[str]) -> pd.Index:
-    """The gene names as an Index; an error naming the fix when they are not unique."""
-    genes = pd.Index(var_names)
-    if not genes.is_unique:
-        msg = "The gene names (var_names) are not unique; run `adata.var_names_make_unique()` first."
-        raise ValueError(msg)
-    return genes
 
 
 @dataclass

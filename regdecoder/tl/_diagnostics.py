@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 from scipy import sparse
-
 from scipy.sparse.csgraph import connected_components
 
 from ..datasets._collectri import read_net

@@ -8,6 +8,7 @@ import tempfile
 import anndata as ad
 from anndata import AnnData
 
+from .._settings import settings
 from ..train._distributed import launch
 from ..train._source import world
 from ._fit import fit_decoder
@@ -16,8 +17,6 @@ from ._model import Model
 
 def _fit_worker(filename: str, layer: str | None, kwargs: dict, model_path: str) -> dict | None:
     """One process of :func:`fit_decoder_distributed`: fit on its shard of a backed file."""
-    from .._settings import settings
-
     adata = ad.read_h5ad(filename, backed="r")
     try:
         key = kwargs.get("key_added", "regdecoder")

@@ -138,6 +138,7 @@ def fit_encoder(
         msg = f"`objective` must be one of {_OBJECTIVES}, got {objective!r}."
         raise ValueError(msg)
     noise = _check_noise(noise)
+    _anndata.check_key_name(key_added)
     rec = _recipe(preset, ENCODER_PAPER, max_epochs, batch_size, lr, recipe)
     if device is not None:
         model.to(device)
@@ -180,7 +181,9 @@ def fit_encoder(
         "recipe": rec.to_dict(), "early_stopping": early_stopping, "seed": seed, "device": str(dev),
     }  # fmt: skip
     _write(adata, result, result.encode_tensor(x), key_added, params, history)
-    logger.info("finished fit_encoder in %.1fs: added obsm[%r], uns[%r]", time.perf_counter() - t0, key_added, key_added)
+    logger.info(
+        "finished fit_encoder in %.1fs: added obsm[%r], uns[%r]", time.perf_counter() - t0, key_added, key_added
+    )
     return result
 
 
@@ -269,6 +272,7 @@ def fit_autoencoder(
     """
     t0 = time.perf_counter()
     noise = _check_noise(noise)
+    _anndata.check_key_name(key_added)
     rec = _recipe(preset, AUTOENCODER_PAPER, max_epochs, batch_size, lr, recipe)
     _, _, var_names = _anndata.matrix(adata, layer)
     var_names = list(map(str, var_names))
@@ -296,7 +300,9 @@ def fit_autoencoder(
     encoder = _new_encoder(config.n_genes, config.n_latent, hidden, seed + 1, dev)
     sign = None if prior is None else prior.sign_matrix()
     prior_sign = None if sign is None else torch.as_tensor(sign, device=dev)
-    logger.info("fitting autoencoder (%d genes, %d latents, %d cells) on %s", config.n_genes, config.n_latent, len(x), dev)
+    logger.info(
+        "fitting autoencoder (%d genes, %d latents, %d cells) on %s", config.n_genes, config.n_latent, len(x), dev
+    )
     _, history = fit_gradient(
         decoder, x, None, rec, kind="autoencoder", encoder=encoder, noise=noise, seed=seed,
         early_stopping=early_stopping, progress=settings.progress,
@@ -331,7 +337,9 @@ def fit_autoencoder(
         history={"loss": np.asarray(history["loss"]), "seconds": np.asarray(history["seconds"])},
         load=decoder_load(decoder, len(x), n_weights_encoder=encoder.n_weights), orientation=orientation,
     )  # fmt: skip
-    logger.info("finished fit_autoencoder in %.1fs: added obsm[%r], uns[%r]", time.perf_counter() - t0, key_added, key_added)
+    logger.info(
+        "finished fit_autoencoder in %.1fs: added obsm[%r], uns[%r]", time.perf_counter() - t0, key_added, key_added
+    )
     return result
 
 
@@ -372,7 +380,7 @@ def encode(
         model.encode_tensor(None)  # the error that names the fix
     adata = adata.copy() if copy else adata
     t0 = time.perf_counter()
-    key = model.key if key_added is None else key_added
+    key = _anndata.check_key_name(model.key if key_added is None else key_added)
     x = _anndata.read(adata, layer=layer, genes=model.var_names).dense(model.device)
     _anndata.write(
         adata, key, z=model.encode_tensor(x), latent_names=model.latent_names,

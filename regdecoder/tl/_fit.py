@@ -213,6 +213,7 @@ def fit_decoder(
         gene or leaves no TF with ``tmin`` targets; duplicate genes or edges.
     """
     t0 = time.perf_counter()
+    _anndata.check_key_name(key_added)
     _, _, var_names = _anndata.matrix(adata, layer, use_raw)
     spec = _spec(
         list(map(str, var_names)), net=net, n_latent=n_latent, hidden=hidden, bias=bias, tmin=tmin,
@@ -248,14 +249,18 @@ def fit_decoder(
         "recipe": rec.to_dict(), "seed": seed, "device": str(dev),
     }  # fmt: skip
     if spec.prior is not None:
-        params.update(tmin=tmin, n_edges=len(spec.prior.edges), signed_prior=spec.prior.prior is not None, n_extra=n_extra)
+        params.update(
+            tmin=tmin, n_edges=len(spec.prior.edges), signed_prior=spec.prior.prior is not None, n_extra=n_extra
+        )
     extra = {"net": spec.prior.edges} if spec.soft_mask else {}
     _anndata.write(
         adata, key_added, z=z, latent_names=model.latent_names, params=params,
         weights=model.weights if decoder.one_layer else None, history=_history(history),
         load=decoder_load(decoder, adata.n_obs), orientation=orientation, **extra,
     )  # fmt: skip
-    logger.info("finished fit_decoder in %.1fs: added obsm[%r], uns[%r]", time.perf_counter() - t0, key_added, key_added)
+    logger.info(
+        "finished fit_decoder in %.1fs: added obsm[%r], uns[%r]", time.perf_counter() - t0, key_added, key_added
+    )
     return model
 
 
@@ -346,7 +351,7 @@ def infer(
         msg = f"`model` must be a regdecoder Model (from rd.tl.fit_decoder or Model.load), got {type(model).__name__}."
         raise TypeError(msg)
     t0 = time.perf_counter()
-    _anndata.check_free(adata, key_added, by="rd.tl.infer")
+    _anndata.check_free(adata, _anndata.check_key_name(key_added), by="rd.tl.infer")
     count = model.likelihood != "mse"
     stream = (
         not count
@@ -358,7 +363,9 @@ def infer(
     source = _anndata.read(adata, layer=layer, use_raw=use_raw, genes=model.var_names, likelihood=likelihood)
     sf = None
     if count:
-        sf = torch.as_tensor(_anndata.library_sizes(adata, source, library_size) / model.library_ref, dtype=torch.float32)
+        sf = torch.as_tensor(
+            _anndata.library_sizes(adata, source, library_size) / model.library_ref, dtype=torch.float32
+        )
     data = source if stream else source.dense(model.device)
     z, n_iter = infer_latents(
         model.decoder, data, method=method, max_iter=max_iter, tol=tol, size_factors=sf, z_start=model.z_mean

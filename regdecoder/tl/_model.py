@@ -140,7 +140,9 @@ class Model:
             f"{self.decoder.n_weights} weights, output={self.config.output!r}, likelihood={self.likelihood!r}"
         )
         if self.encoder is not None:
-            shape = " -> ".join(map(str, [self.encoder.config.n_genes, *self.encoder.config.hidden, self.config.n_latent]))
+            shape = " -> ".join(
+                map(str, [self.encoder.config.n_genes, *self.encoder.config.hidden, self.config.n_latent])
+            )
             text += f"; {self.kind}: {shape}, {self.encoder.n_weights} weights"
         return text + ")"
 

@@ -35,10 +35,12 @@ from ..nn import Decoder
 from ._common import EpochLog
 from ._source import (
     _CHUNK_ELEMENTS,
+    TensorSource,
     all_reduce,
     all_reduce_floats,
     as_source,
     chunks,
+    default_chunk_size,
     gather_rows,
     world,
 )
@@ -136,8 +138,6 @@ def solve_latents(
     else on the CPU) and the largest number of rounds any chunk ran.
     """
     if isinstance(data, torch.Tensor):
-        from ._source import TensorSource, default_chunk_size
-
         source = TensorSource(data, chunk_size=default_chunk_size(data.shape[1]))
         out_device = data.device
     else:
@@ -386,9 +386,7 @@ def fit_als(
     n_local, n_genes, n_total = source.n_obs, source.n_vars, source.n_total
     n_latent = mask.shape[1]
     tdev = (
-        table_device(dev, n_local, n_latent, 2 if extrapolate else 1)
-        if tables_on is None
-        else torch.device(tables_on)
+        table_device(dev, n_local, n_latent, 2 if extrapolate else 1) if tables_on is None else torch.device(tables_on)
     )
     index = _MaskIndex(mask, has_bias)
     n_elem = n_total * n_genes
@@ -502,4 +500,3 @@ def fit_als(
     history["cells_per_second"] = history["epochs"] * n_total / secs if secs > 0 else float("nan")
     history["world_size"] = size
     return z, history
-

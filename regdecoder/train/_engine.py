@@ -10,13 +10,13 @@ row-wise optimiser state (:class:`~regdecoder.train._common.RowSGD` /
 from __future__ import annotations
 
 from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from ._common import EpochLog, make_row_optimizer, progress_bar
 from ._losses import LossFn, get_loss
 from ._recipes import Recipe
-
 
 _KINDS = ("decoder", "encoder", "autoencoder")
 _OBJECTIVES = ("reconstruct", "latent")

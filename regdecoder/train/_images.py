@@ -12,6 +12,7 @@ from torch import nn
 from ._engine import infer_gradient
 from ._losses import LossFn, get_loss
 
+
 def init_latents(
     n: int, shape: tuple[int, ...], *, std: float = 1.0, seed: int = 0, device: str | torch.device = "cpu"
 ) -> torch.Tensor:

@@ -112,7 +112,9 @@ PAPER = Recipe()
 #: The gradient engine's fast default (MLPs; one-layer decoders with solver='gradient'):
 #: larger batches and Adam on the latents, from the ALS start where the decoder has one
 #: layer. Converges in far fewer epochs than the paper's recipe.
-FAST = Recipe(max_epochs=200, batch_size=256, lr_weights=1e-3, z_optimizer="adam", lr_z=1e-2, momentum_z=0.0, start="pca")
+FAST = Recipe(
+    max_epochs=200, batch_size=256, lr_weights=1e-3, z_optimizer="adam", lr_z=1e-2, momentum_z=0.0, start="pca"
+)
 
 #: The default for one-layer decoders: censored ALS, at most 50 epochs, stop below a
 #: relative loss decrease of 1e-3.

@@ -113,5 +113,3 @@ def test_one_progress_bar_and_no_per_chunk_logs(data, capsys, caplog, monkeypatc
     assert err.count("fit_decoder (ALS)") >= 1
     assert {r.getMessage().split()[0] for r in caplog.records} <= {"fitting", "finished"}
     assert len(caplog.records) == 2  # one line at the start, one at the end: none per chunk
-
-

@@ -39,7 +39,10 @@ def _shard_worker(x: np.ndarray, bias: bool, chunk_size: int | None, decoder_sta
 
 
 @pytest.mark.parametrize("bias", [False, True])
-@pytest.mark.parametrize(("chunk_size", "world_size"), [(333, 1), (1, 1), (None, 2), (333, 2)])
+@pytest.mark.parametrize(
+    ("chunk_size", "world_size"),
+    [(333, 1), (1, 1), pytest.param(None, 2, marks=pytest.mark.slow), pytest.param(333, 2, marks=pytest.mark.slow)],
+)
 def test_one_als_over_chunks_and_processes(data, bias, chunk_size, world_size):
     x = torch.as_tensor(data.X)
     ref_dec = _decoder(data, bias)

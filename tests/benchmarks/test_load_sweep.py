@@ -5,8 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "load_sweep.py"
+pytestmark = pytest.mark.slow  # end-to-end runs of scripts (seconds to a minute each)
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "load_sweep.py"
 
 
 def test_load_sweep_smoke(tmp_path):

@@ -236,9 +236,7 @@ def test_autoencoder_orients_latents_like_the_decoder(split_grn):
     rd.tl.encode(test, ae)
     assert rd.metrics.recovery(test, key).pcc.mean() > 0.5
     load = rd.tl.load(train, key=key)
-    assert load["alpha_ae"] == pytest.approx(
-        train.n_obs * train.n_vars / (ae.encoder.n_weights + ae.decoder.n_weights)
-    )
+    assert load["alpha_ae"] == pytest.approx(train.n_obs * train.n_vars / (ae.encoder.n_weights + ae.decoder.n_weights))
 
 
 def test_autoencoder_dense_is_seeded(small_grn):

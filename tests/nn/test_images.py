@@ -14,7 +14,7 @@ import torch
 import regdecoder as rd
 from regdecoder.nn import _images as images_mod
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def _load(name):
@@ -26,7 +26,9 @@ def _load(name):
 
 def _helpers():
     """The standard-format file writers of tests/test_datasets.py."""
-    spec = importlib.util.spec_from_file_location("_dataset_writers", Path(__file__).parent / "test_datasets.py")
+    spec = importlib.util.spec_from_file_location(
+        "_dataset_writers", Path(__file__).resolve().parents[1] / "datasets" / "test_datasets.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

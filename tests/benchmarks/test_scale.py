@@ -6,8 +6,11 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
+import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+pytestmark = pytest.mark.slow  # end-to-end runs of scripts (seconds to a minute each)
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def _load():

@@ -6,7 +6,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+pytestmark = pytest.mark.slow  # end-to-end runs of scripts (seconds to a minute each)
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def _load(name):

@@ -8,7 +8,10 @@ from scipy import sparse
 import regdecoder as rd
 from regdecoder.train._distributed import free_port, launch
 
-pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+pytestmark = [
+    pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available"),
+    pytest.mark.slow,  # starts processes
+]
 
 
 def _signed_pcc(adata):
