@@ -2,6 +2,7 @@
 #   make demo   set up .venv and run the end-to-end demo (results in results_demo/)
 #   make test   set up .venv and run the test suite
 # and, while working:
+#   make test-fast  the tests not marked slow (seconds, not minutes)
 #   make docs       build the documentation into docs/_build/html (offline; warnings are errors)
 # torch: the pinned CPU build is installed first so that the project's `torch>=2.2`
 # requirement installs nothing more; override TORCH to use another build, e.g.
@@ -11,7 +12,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 
-.PHONY: demo test docs setup bench clean
+.PHONY: demo test test-fast docs setup bench clean
 
 setup: $(VENV)/.installed
 
@@ -27,6 +28,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
 
 $(VENV)/.docs-installed: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[test,docs]'
