@@ -197,6 +197,8 @@ def _copy_results(source, target, key: str) -> None:
     """Copy what a tool wrote to ``source`` (a view of ``.raw``) onto ``target``."""
     target.obsm[key] = source.obsm[key]
     target.uns[key] = source.uns[key]
+    if isinstance(target.uns[key].get("params"), dict):
+        target.uns[key]["params"]["use_raw"] = True  # the expression came from .raw
     wkey = f"{key}_weights"
     if wkey in source.varm:
         if list(source.var_names) == list(target.var_names):

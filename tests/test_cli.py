@@ -213,6 +213,7 @@ def test_use_raw_reads_raw(files, tmp_path, quiet_threads):
     a, b = ad.read_h5ad(tmp_path / "a.h5ad"), ad.read_h5ad(tmp_path / "b.h5ad")
     np.testing.assert_array_equal(a.obsm["regdecoder"], b.obsm["regdecoder"])
     assert a.raw is not None and (a.X == 0).all()  # the input is written back unchanged
+    assert a.uns["regdecoder"]["params"]["use_raw"]
 
 
 def test_use_raw_is_passed_on_when_the_core_accepts_it(files, tmp_path, monkeypatch):

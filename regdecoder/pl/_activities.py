@@ -79,7 +79,7 @@ def activities(
     tfs
         TFs to show. By default, for each group, the ``n_top`` TFs with the largest
         standardised mean difference (SMD) of the group against all other cells
-        (:func:`group_smd`: difference of means over the pooled standard deviation),
+        (the difference of the means over the pooled standard deviation, Cohen's d),
         each TF once, in the order of the groups; the title says so.
     n_top
         TFs per group when ``tfs`` is None.
