@@ -1,6 +1,9 @@
 # Two commands for a fresh machine:
 #   make demo   set up .venv and run the end-to-end demo (results in results_demo/)
 #   make test   set up .venv and run the test suite
+# and, while working:
+#   make test-fast  the tests not marked slow (seconds, not minutes)
+#   make docs       build the documentation into docs/_build/html (offline; warnings are errors)
 # torch: the pinned CPU build is installed first so that the project's `torch>=2.2`
 # requirement installs nothing more; override TORCH to use another build, e.g.
 #   make test TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
@@ -9,7 +12,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 
-.PHONY: demo test setup bench clean
+.PHONY: demo test test-fast docs setup bench clean
 
 setup: $(VENV)/.installed
 
@@ -26,8 +29,18 @@ demo: setup
 test: setup
 	$(PY) -m pytest
 
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
+$(VENV)/.docs-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[test,docs]'
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
+
 bench: setup
 	$(PY) benchmarks/speed.py
 
 clean:
-	rm -rf $(VENV) results_demo
+	rm -rf $(VENV) results_demo docs/_build docs/api docs/tutorials

@@ -1,4 +1,4 @@
-"""Package-wide settings: ``rd.settings``."""
+"""Package-wide settings: ``rd.settings`` (verbosity, threads, device, progress bars)."""
 
 from __future__ import annotations
 
@@ -6,63 +6,138 @@ import logging
 
 import torch
 
+__all__ = ["settings"]
+
+_LOGGER_NAME = "regdecoder"
+# verbosity level -> logging level
 _LEVELS = {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO, 3: logging.DEBUG}
 _NAMES = {"error": 0, "warning": 1, "info": 2, "debug": 3}
 
 
-class Settings:
-    """Verbosity, threads, default device and progress bars of regdecoder.
+class _Formatter(logging.Formatter):
+    """Plain messages for info and debug; ``WARNING: ...`` / ``ERROR: ...`` above."""
 
-    Attributes
-    ----------
-    verbosity
-        0 ``'error'``, 1 ``'warning'`` (default), 2 ``'info'``, 3 ``'debug'``: the level of
-        the ``'regdecoder'`` logger.
-    n_threads
-        torch's intra-op threads (``torch.set_num_threads``). On a small machine shared with
-        other jobs, one thread can be several times faster than torch's default.
-    device
-        Default device of fits: ``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda'``...
-    progress
-        Show progress bars.
+    def format(self, record: logging.LogRecord) -> str:
+        msg = super().format(record)
+        return f"{record.levelname}: {msg}" if record.levelno >= logging.WARNING else msg
+
+
+class Settings:
+    """Settings of the whole package, shared as ``rd.settings``.
+
+    Attributes are read and set like variables::
+
+        import regdecoder as rd
+
+        rd.settings.verbosity = "info"  # or 2: log what every tool does
+        rd.settings.n_threads = 1  # see the thread advice below
+
+    Thread advice: on a small machine shared with other work (a laptop, a CI runner,
+    a 2-core VM), ``rd.settings.n_threads = 1`` can make fitting several times faster
+    than torch's default of one thread per core, because the threads then compete
+    for the same cores. Try 1 first on such machines; on a large machine of your own,
+    leave the default or set the number of physical cores.
     """
 
     def __init__(self) -> None:
-        self.device = "auto"
-        self.progress = True
-        self._verbosity = 1
-        logging.getLogger("regdecoder").setLevel(_LEVELS[self._verbosity])
+        self._device = "auto"
+        self._progress = True
 
+    # ----------------------------------------------------------------- verbosity
     @property
     def verbosity(self) -> int:
-        return self._verbosity
+        """How much the ``'regdecoder'`` logger says, 0-3.
+
+        0 (``'error'``): errors only; 1 (``'warning'``, the default): warnings too;
+        2 (``'info'``): one line per step (what is fitted, for how long, what is
+        written); 3 (``'debug'``): everything. Set an int or one of the names. Reading
+        it gives the level the logger has now (also when it was set through
+        :mod:`logging`). Setting it sets the level of ``logging.getLogger('regdecoder')``
+        and, if no handler would print its records, attaches one that writes to
+        stderr; ``logging.basicConfig`` is never called.
+        """
+        level = logging.getLogger(_LOGGER_NAME).getEffectiveLevel()
+        if level <= logging.DEBUG:
+            return 3
+        if level <= logging.INFO:
+            return 2
+        if level <= logging.WARNING:
+            return 1
+        return 0
 
     @verbosity.setter
     def verbosity(self, value: int | str) -> None:
-        level = _NAMES.get(value, value) if isinstance(value, str) else value
-        if level not in _LEVELS:
-            msg = f"verbosity must be 0-3 or one of {list(_NAMES)}, got {value!r}."
+        if isinstance(value, str) and value.lower() in _NAMES:
+            value = _NAMES[value.lower()]
+        if isinstance(value, bool) or not isinstance(value, int) or value not in _LEVELS:
+            msg = f"`verbosity` must be 0, 1, 2, 3 or one of {list(_NAMES)}, got {value!r}."
             raise ValueError(msg)
-        self._verbosity = int(level)
-        logger = logging.getLogger("regdecoder")
-        logger.setLevel(_LEVELS[self._verbosity])
-        # Warnings reach the user through Python's last-resort handler; info and debug lines
-        # need a handler of their own (added once, never to the root logger).
-        if self._verbosity >= 2 and not logger.handlers:
+        logger = logging.getLogger(_LOGGER_NAME)
+        logger.setLevel(_LEVELS[value])
+        if not logger.hasHandlers():  # neither this logger nor an ancestor has one
             handler = logging.StreamHandler()
-            handler.setFormatter(logging.Formatter("%(name)s %(levelname)s: %(message)s"))
+            handler.setFormatter(_Formatter("%(message)s"))
             logger.addHandler(handler)
 
+    # ----------------------------------------------------------------- n_threads
     @property
     def n_threads(self) -> int:
+        """Threads torch uses on the CPU (``torch.get_num_threads`` / ``torch.set_num_threads``).
+
+        On a small or shared machine, 1 thread can be several times faster than the
+        default (one per core): see the class docstring.
+        """
         return torch.get_num_threads()
 
     @n_threads.setter
     def n_threads(self, value: int) -> None:
-        if int(value) < 1:
-            msg = f"n_threads must be a positive integer, got {value!r}."
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            msg = f"`n_threads` must be a positive int, got {value!r}."
             raise ValueError(msg)
-        torch.set_num_threads(int(value))
+        torch.set_num_threads(value)
+
+    # -------------------------------------------------------------------- device
+    @property
+    def device(self) -> str:
+        """Default device for fitting and inference.
+
+        ``'auto'`` (the default: CUDA if available, else the CPU), ``'cpu'``,
+        ``'cuda'``, ``'cuda:1'``...
+        """
+        return self._device
+
+    @device.setter
+    def device(self, value: str) -> None:
+        if not isinstance(value, str):
+            msg = f"`device` must be a string such as 'auto', 'cpu' or 'cuda', got {value!r}."
+            raise ValueError(msg)
+        if value != "auto":
+            try:
+                torch.device(value)
+            except (RuntimeError, ValueError) as err:
+                msg = f"`device={value!r}` is not a torch device; use 'auto', 'cpu', 'cuda' or 'cuda:N'."
+                raise ValueError(msg) from err
+        self._device = value
+
+    # ------------------------------------------------------------------ progress
+    @property
+    def progress(self) -> bool:
+        """Show progress bars (tqdm) during long fits (default True)."""
+        return self._progress
+
+    @progress.setter
+    def progress(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            msg = f"`progress` must be True or False, got {value!r}."
+            raise ValueError(msg)
+        self._progress = value
+
+    def __repr__(self) -> str:
+        return (
+            f"regdecoder settings: verbosity={self.verbosity}, n_threads={self.n_threads}, "
+            f"device={self.device!r}, progress={self.progress}"
+        )
 
 
+#: The package's settings object (``rd.settings``).
 settings = Settings()

@@ -9,7 +9,6 @@ the AnnData objects, the model, a CSV and PNG plots to the output folder.
 from __future__ import annotations
 
 import argparse
-import logging
 import time
 from pathlib import Path
 
@@ -22,20 +21,68 @@ import matplotlib.pyplot as plt  # noqa: E402
 import regdecoder as rd  # noqa: E402
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the demo's options to ``parser`` (shared with ``regdecoder demo``)."""
+    parser.add_argument(
+        "--out", default="results_demo", metavar="DIR", help="output folder, created if missing (default: %(default)s)"
+    )
+    parser.add_argument("--n-train", type=int, default=1000, metavar="N", help="training cells (default: %(default)s)")
+    parser.add_argument(
+        "--n-test",
+        type=int,
+        default=100,
+        metavar="N",
+        help="held-out cells, inferred with the decoder frozen (default: %(default)s)",
+    )
+    parser.add_argument("--n-genes", type=int, default=1000, metavar="N", help="simulated genes (default: %(default)s)")
+    parser.add_argument("--n-tfs", type=int, default=100, metavar="N", help="simulated TFs (default: %(default)s)")
+    parser.add_argument(
+        "--density",
+        type=float,
+        default=0.1,
+        metavar="P",
+        help="probability of a TF -> gene edge in the simulated network (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--noise",
+        type=float,
+        default=0.2,
+        metavar="S",
+        help="standard deviation of the Gaussian noise added before the ReLU (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=["fast", "paper"],
+        default="fast",
+        help="'fast': censored ALS (seconds); 'paper': the paper's gradient recipe, 500 epochs (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seed of the simulation, the split and the fit (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--device", default="auto", metavar="D", help="torch device: auto, cpu, cuda, cuda:N (default: %(default)s)"
+    )
+    return parser
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="results_demo", help="output folder (created if missing)")
-    parser.add_argument("--n-train", type=int, default=1000)
-    parser.add_argument("--n-test", type=int, default=100)
-    parser.add_argument("--n-genes", type=int, default=1000)
-    parser.add_argument("--n-tfs", type=int, default=100)
-    parser.add_argument("--density", type=float, default=0.1)
-    parser.add_argument("--noise", type=float, default=0.2)
-    parser.add_argument("--preset", choices=["fast", "paper"], default="fast")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    """Run the demo with command-line arguments ``argv``; return the summary printed."""
+    parser = argparse.ArgumentParser(
+        prog="python -m regdecoder.demo",
+        description=__doc__.split("\n\n")[1].replace("\n", " "),
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Run the demo with parsed arguments (see :func:`add_arguments`); return the summary printed."""
+    if rd.settings.verbosity < 2:
+        rd.settings.verbosity = "info"  # the demo tells what it does
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 

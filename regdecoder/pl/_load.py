@@ -5,6 +5,7 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from ._plots import _finish
 
@@ -14,6 +15,15 @@ _LABELS = {
     "alpha_d": "decoder load $\\alpha_d$",
     "alpha_d_all_weights": "decoder load $\\alpha_d$ (all weights counted)",
 }
+
+
+def _log_ticks(axis, lo: float, hi: float) -> None:
+    """Few, plainly written labels on a log axis (matplotlib's 4x10^0, 6x10^0 collide in narrow ranges)."""
+    decades = np.log10(hi / lo) if lo > 0 and hi > lo else 0.0
+    subs = (1.0, 2.0, 3.0, 5.0) if decades < 1.2 else (1.0, 2.0, 5.0) if decades < 2.5 else (1.0,)
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def load_curve(
@@ -81,8 +91,10 @@ def load_curve(
             colour = f"C{i % 10}"
             a.plot(xs, mean, marker="o", ms=3, color=colour, label=str(name))
             a.fill_between(xs, mean - sd, mean + sd, color=colour, alpha=0.2, linewidth=0)
+    lo, hi = float(results[x].min()), float(results[x].max())
     for a, metric in zip(axes, metrics, strict=True):
         a.set_xscale("log")
+        _log_ticks(a.xaxis, lo, hi)
         if metric in log_y:
             a.set_yscale("log")
         a.set_xlabel(_LABELS.get(x, x))

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 from anndata import AnnData
+from matplotlib.ticker import MaxNLocator
 
 from .._anndata import check_key
 from ..metrics import recovery as _recovery
@@ -17,6 +18,19 @@ def _finish(fig, show: bool | None, return_fig: bool):
     if show or (show is None and plt.isinteractive()):
         plt.show()
     return None
+
+
+def _choice_text(n_shown: int, n_total: int) -> str:
+    """Which TFs the default of :func:`recovery` shows, in words."""
+    if n_shown >= n_total:
+        return f"all {n_total} TFs"
+    if n_shown == 1:
+        return f"the best of {n_total} TFs by signed PCC"
+    if n_shown == 2:
+        return f"the best and the worst of {n_total} TFs by signed PCC"
+    if n_shown == 3:
+        return f"the best, the median and the worst of {n_total} TFs by signed PCC"
+    return f"{n_shown} of {n_total} TFs evenly spaced in the ranking by signed PCC, best to worst"
 
 
 def recovery(
@@ -41,8 +55,9 @@ def recovery(
     truth
         Where the true activities are.
     tfs
-        Factors to scatter; by default ``n_examples`` of them spread over the ranking
-        by signed PCC (the best, the median and the worst for 3).
+        Factors to scatter; by default ``n_examples`` of them spread evenly over the
+        ranking by signed PCC (the best, the median and the worst for 3), as the
+        figure's title says.
     n_examples
         Number of factors to scatter when ``tfs`` is None.
     match
@@ -57,6 +72,9 @@ def recovery(
         ranked = table.sort_values("pcc", ascending=False).index
         picks = np.unique(np.linspace(0, len(ranked) - 1, min(n_examples, len(ranked))).round().astype(int))
         tfs = [ranked[i] for i in picks]
+        choice = _choice_text(len(tfs), len(ranked))
+    else:
+        choice = f"{len(tfs)} TF{'s' if len(tfs) != 1 else ''} as given (tfs=)"
     missing = [f for f in tfs if f not in table.index]
     if missing:
         msg = f"Factors {missing} have no matched latent in obsm[{key!r}]."
@@ -77,6 +95,10 @@ def recovery(
     ax.set_title(f"signed PCC, mean {table['pcc'].mean():.3f}", fontsize=10)
     ax.set_xlabel("per-TF signed PCC")
     ax.set_ylabel("TFs")
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4))  # long labels such as 0.9994 must not touch
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    if len(tfs):
+        fig.suptitle(f"true vs inferred activity: {choice}", fontsize=10)
     return _finish(fig, show, return_fig)
 
 

@@ -154,3 +154,95 @@ def test_loss_without_history_raises(fitted):
     rd.tl.infer(test, model)  # writes uns['regdecoder'] without a history
     with pytest.raises(KeyError, match="history"):
         rd.pl.loss(test, return_fig=True)
+
+
+# -------------------------------------------------- plots say what they show
+
+
+def _crowded_labels(fig, axis, min_gap: float = 4.0) -> list[tuple[str, str, float]]:
+    """Neighbouring tick labels of the x ``axis``, inside the axes, less than ``min_gap`` pixels apart."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    frame = axis.axes.get_window_extent(renderer)
+    boxes = sorted(
+        (box.x0, box.x1, t.get_text())
+        for t in axis.get_ticklabels(which="both")
+        if t.get_visible() and t.get_text()
+        for box in [t.get_window_extent(renderer)]
+        if frame.x0 - 1 <= (box.x0 + box.x1) / 2 <= frame.x1 + 1
+    )
+    return [
+        (a[2], b[2], round(b[0] - a[1], 1)) for a, b in zip(boxes, boxes[1:], strict=False) if b[0] - a[1] < min_gap
+    ]
+
+
+def test_recovery_title_states_the_default_choice(inferred):
+    n = inferred.obsm["tf_activity"].shape[1]
+    fig = rd.pl.recovery(inferred, return_fig=True)
+    assert fig._suptitle.get_text().endswith(f"the best, the median and the worst of {n} TFs by signed PCC")
+    fig = rd.pl.recovery(inferred, n_examples=5, return_fig=True)
+    assert "5 of 8 TFs evenly spaced in the ranking by signed PCC" in fig._suptitle.get_text()
+    fig = rd.pl.recovery(inferred, tfs=["TF5", "TF1"], return_fig=True)
+    assert "2 TFs as given" in fig._suptitle.get_text()
+
+
+def test_recovery_histogram_labels_do_not_overlap(inferred):
+    # near-perfect recovery: the PCC axis spans ~0.999-1.000, whose default labels collide
+    fig = rd.pl.recovery(inferred, return_fig=True)
+    assert _crowded_labels(fig, fig.axes[-1].xaxis) == []
+
+
+def test_group_smd_is_cohens_d(fitted):
+    from regdecoder.pl._activities import group_smd
+
+    _, train, _ = fitted
+    rng = np.random.default_rng(0)
+    train.obs["group"] = rng.choice(["a", "b", "c"], size=train.n_obs)
+    smd = group_smd(train, "regdecoder", "group")
+    z = train.obsm["regdecoder"].astype(np.float64)
+    inside = (train.obs["group"] == "b").to_numpy()
+    x, y = z[inside], z[~inside]
+    n1, n2 = len(x), len(y)
+    pooled = np.sqrt(((n1 - 1) * x.var(0, ddof=1) + (n2 - 1) * y.var(0, ddof=1)) / (n1 + n2 - 2))
+    np.testing.assert_allclose(smd.loc["b"].to_numpy(), (x.mean(0) - y.mean(0)) / pooled, rtol=1e-10)
+    assert list(smd.columns) == list(train.uns["regdecoder"]["latent_names"])
+    assert sorted(smd.index) == ["a", "b", "c"]
+
+
+def test_activities_default_picks_the_planted_group_tfs(fitted):
+    # cells chosen for a high true activity of one TF: that TF must be the group's top pick
+    _, train, _ = fitted
+    t = train.obsm["tf_activity"]
+    hi2 = t["TF2"] > t["TF2"].quantile(0.8)
+    hi5 = (t["TF5"] > t["TF5"].quantile(0.8)) & ~hi2
+    train.obs["group"] = np.select([hi2, hi5], ["TF2-high", "TF5-high"], "rest")
+    fig = rd.pl.activities(train, groupby="group", n_top=1, return_fig=True)
+    ax = fig.axes[0]
+    rows = [t.get_text() for t in ax.get_yticklabels()]
+    cols = [t.get_text() for t in ax.get_xticklabels()]
+    assert cols[rows.index("TF2-high")] == "TF2"
+    assert cols[rows.index("TF5-high")] == "TF5"
+    assert "ranked by standardised mean difference" in ax.get_title().replace("\n", " ")
+    assert "scaled across groups" in fig.axes[-1].get_ylabel()  # the colour bar says what the colours are
+    # given TFs: no claim about a ranking
+    fig = rd.pl.activities(train, groupby="group", tfs=["TF0"], return_fig=True)
+    assert fig.axes[0].get_title() == ""
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(3.3, 9.9), (0.48, 9.1), (2.0, 20.0), (1.0, 15.0), (0.1, 100.0), (0.05, 500.0)])
+def test_load_curve_x_labels_do_not_overlap(lo, hi):
+    import pandas as pd
+
+    xs = np.geomspace(lo, hi, 7)
+    df = pd.DataFrame(
+        [
+            {"model": m, "alpha_d": a, "test_mse": 1.0 / a + i, "pcc": 1 - 0.1 / a}
+            for i, m in enumerate("ab")
+            for a in xs
+        ]
+    )
+    fig = rd.pl.load_curve(df, return_fig=True)
+    for ax in fig.axes:
+        shown = [t.get_text() for t in ax.get_xticklabels(which="both") if t.get_text()]
+        assert len(shown) >= 1
+        assert _crowded_labels(fig, ax.xaxis) == [], shown

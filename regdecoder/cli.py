@@ -1,0 +1,324 @@
+"""The ``regdecoder`` command: fit a masked decoder, infer TF activities, run the demo.
+
+Examples::
+
+    regdecoder fit cells.h5ad --net collectri.tsv --out fitted.h5ad --model model.pt
+    regdecoder infer new_cells.h5ad --model model.pt --out new_fitted.h5ad
+    regdecoder demo --out results_demo
+
+Exit status: 0 on success, 1 for an error in the input (a missing file, a bad
+network, genes that do not match; the message is printed as ``error: ...``), 2 for
+a command line that cannot be parsed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import logging
+import sys
+import time
+from pathlib import Path
+
+logger = logging.getLogger("regdecoder")
+
+_EPILOG = (
+    "Exit status: 0 on success, 1 for an error in the input (printed as 'error: ...'), "
+    "2 for a command line that cannot be parsed. Run 'regdecoder COMMAND --help' for a command's options."
+)
+
+
+class UserError(Exception):
+    """An error in what the user gave (a file, an option): printed without a traceback."""
+
+
+# ------------------------------------------------------------------------ parser
+
+
+def _add_input_options(p: argparse.ArgumentParser) -> None:
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--layer", metavar="L", default=None, help="read the expression from adata.layers[L] instead of adata.X"
+    )
+    where.add_argument(
+        "--use-raw",
+        action="store_true",
+        help="read the expression from adata.raw (e.g. log-normalised data kept before scaling); "
+        "the results are written to the main AnnData",
+    )
+    p.add_argument(
+        "--key-added",
+        metavar="K",
+        default="regdecoder",
+        help="write the activities to obsm[K] and their metadata to uns[K] (default: %(default)s)",
+    )
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device",
+        metavar="D",
+        default=None,
+        help="torch device: auto, cpu, cuda, cuda:N (default: rd.settings.device, i.e. auto)",
+    )
+    p.add_argument(
+        "--n-threads",
+        metavar="N",
+        type=int,
+        default=None,
+        help="CPU threads for torch; on a small or shared machine 1 can be several times faster "
+        "(default: torch's choice, one per core)",
+    )
+    noise = p.add_mutually_exclusive_group()
+    noise.add_argument("-q", "--quiet", action="store_true", help="print warnings and errors only, no progress bar")
+    noise.add_argument("-v", "--verbose", action="store_true", help="print debugging messages too")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``regdecoder`` argument parser (subcommands ``fit``, ``infer``, ``demo``)."""
+    from . import __version__, demo
+
+    parser = argparse.ArgumentParser(
+        prog="regdecoder",
+        description="TF activities from a masked decoder trained without an encoder, on .h5ad files.",
+        epilog=_EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"regdecoder {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    fit = sub.add_parser(
+        "fit",
+        help="fit the decoder on cells and write their TF activities",
+        description="Fit a decoder masked by a prior TF -> target network on the cells of IN and write "
+        "IN with the results to OUT: obsm[K] (cells x TFs, the activities), varm[K_weights] (genes x TFs) "
+        "and uns[K] (TF names, parameters, loss history). Give --model to keep the model for "
+        "'regdecoder infer'.",
+        epilog=_EPILOG,
+    )
+    fit.add_argument("input", metavar="IN.h5ad", help="cells x genes, log-normalised expression in X (or --layer)")
+    fit.add_argument(
+        "--net",
+        metavar="NET",
+        required=True,
+        help="prior network, a TSV or CSV file with columns source (TF), target (gene) and optionally "
+        "weight (negative: repression), e.g. CollecTRI",
+    )
+    fit.add_argument("--out", metavar="OUT.h5ad", required=True, help="where to write the AnnData with the results")
+    fit.add_argument("--model", metavar="MODEL.pt", default=None, help="also save the fitted model to this file")
+    _add_input_options(fit)
+    fit.add_argument("--seed", metavar="N", type=int, default=0, help="random seed of the fit (default: %(default)s)")
+    fit.add_argument(
+        "--tmin",
+        metavar="N",
+        type=int,
+        default=5,
+        help="drop TFs with fewer than N targets among the genes of IN (default: %(default)s)",
+    )
+    _add_run_options(fit)
+    fit.set_defaults(func=_fit)
+
+    infer = sub.add_parser(
+        "infer",
+        help="infer TF activities of new cells with a saved model",
+        description="Infer the TF activities of the cells of IN with the decoder of a saved model frozen, "
+        "and write IN with obsm[K] and uns[K] to OUT. IN must hold the model's genes (any order).",
+        epilog=_EPILOG,
+    )
+    infer.add_argument("input", metavar="IN.h5ad", help="cells x genes, processed like the training data")
+    infer.add_argument("--model", metavar="MODEL.pt", required=True, help="a model saved by 'regdecoder fit --model'")
+    infer.add_argument("--out", metavar="OUT.h5ad", required=True, help="where to write the AnnData with the results")
+    _add_input_options(infer)
+    _add_run_options(infer)
+    infer.set_defaults(func=_infer)
+
+    dem = sub.add_parser(
+        "demo",
+        help="simulate the paper's setting, fit, infer held-out cells and write the results",
+        description=demo.__doc__.split("\n\n")[1].replace("\n", " "),
+    )
+    demo.add_arguments(dem)
+    dem.set_defaults(func=_demo)
+    return parser
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def _read_h5ad(path: str):
+    import anndata as ad
+
+    p = Path(path)
+    if not p.is_file():
+        msg = f"No input file at {path!r}."
+        raise UserError(msg)
+    try:
+        return ad.read_h5ad(p)
+    except OSError as err:
+        msg = f"Could not read {path!r} as an .h5ad file ({err})."
+        raise UserError(msg) from err
+
+
+def _read_net(path: str):
+    import pandas as pd
+
+    import regdecoder as rd
+
+    try:
+        return rd.datasets.read_net(path)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        msg = f"Could not read {path!r} as a TSV or CSV network table ({err})."
+        raise UserError(msg) from err
+
+
+def _write_h5ad(adata, path: str) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    adata.write_h5ad(p)
+
+
+def _expression(adata, args, func):
+    """The AnnData and keyword arguments that make ``func`` read the chosen expression."""
+    if args.layer is not None:
+        if args.layer not in adata.layers:
+            msg = f"--layer {args.layer!r} is not a layer of {args.input!r} (layers: {list(adata.layers)})."
+            raise UserError(msg)
+        return adata, {"layer": args.layer}
+    if args.use_raw:
+        if adata.raw is None:
+            msg = f"--use-raw was given but {args.input!r} has no .raw; drop --use-raw to use X, or give --layer."
+            raise UserError(msg)
+        if "use_raw" in inspect.signature(func).parameters:
+            return adata, {"use_raw": True}
+        return adata.raw.to_adata(), {}
+    return adata, {}
+
+
+def _copy_results(source, target, key: str) -> None:
+    """Copy what a tool wrote to ``source`` (a view of ``.raw``) onto ``target``."""
+    target.obsm[key] = source.obsm[key]
+    target.uns[key] = source.uns[key]
+    if isinstance(target.uns[key].get("params"), dict):
+        target.uns[key]["params"]["use_raw"] = True  # the expression came from .raw
+    wkey = f"{key}_weights"
+    if wkey in source.varm:
+        if list(source.var_names) == list(target.var_names):
+            target.varm[wkey] = source.varm[wkey]
+        else:
+            logger.warning(
+                "varm[%r] is not written: .raw has %d genes and X %d; the weights are in the model (--model).",
+                wkey,
+                source.n_vars,
+                target.n_vars,
+            )
+
+
+def _device(args) -> str:
+    from ._settings import settings
+
+    return args.device if args.device is not None else settings.device
+
+
+def _fit(args) -> None:
+    import regdecoder as rd
+
+    adata = _read_h5ad(args.input)
+    net = _read_net(args.net)
+    data, kwargs = _expression(adata, args, rd.tl.fit_decoder)
+    logger.info("fitting %d cells x %d genes, network %s (%d edges)", data.n_obs, data.n_vars, args.net, len(net))
+    t0 = time.perf_counter()
+    model = rd.tl.fit_decoder(
+        data,
+        net=net,
+        tmin=args.tmin,
+        seed=args.seed,
+        key_added=args.key_added,
+        device=_device(args),
+        progress=rd.settings.progress and not args.quiet,
+        **kwargs,
+    )
+    if data is not adata:
+        _copy_results(data, adata, args.key_added)
+    _write_h5ad(adata, args.out)
+    z = adata.obsm[args.key_added]
+    print(
+        f"fitted {z.shape[1]} TFs on {z.shape[0]} cells in {time.perf_counter() - t0:.1f} s; "
+        f"wrote {args.out} (obsm[{args.key_added!r}])"
+    )
+    if args.model is not None:
+        Path(args.model).parent.mkdir(parents=True, exist_ok=True)
+        model.save(args.model)
+        print(f"saved the model to {args.model}")
+
+
+def _infer(args) -> None:
+    import regdecoder as rd
+
+    adata = _read_h5ad(args.input)
+    try:
+        model = rd.tl.Model.load(args.model, device=_device(args))
+    except (OSError, ValueError):
+        raise  # no file, or not a model file: regdecoder's own message
+    except Exception as err:  # torch's unpickler fails in many ways on a file that is not a torch file
+        msg = f"Could not read {args.model!r} as a regdecoder model ({err})."
+        raise UserError(msg) from err
+    data, kwargs = _expression(adata, args, rd.tl.infer)
+    t0 = time.perf_counter()
+    rd.tl.infer(data, model, key_added=args.key_added, **kwargs)
+    if data is not adata:
+        _copy_results(data, adata, args.key_added)
+    _write_h5ad(adata, args.out)
+    z = adata.obsm[args.key_added]
+    print(
+        f"inferred {z.shape[1]} TFs for {z.shape[0]} cells in {time.perf_counter() - t0:.1f} s; "
+        f"wrote {args.out} (obsm[{args.key_added!r}])"
+    )
+
+
+def _demo(args) -> None:
+    from . import demo
+
+    demo.run(args)
+
+
+# -------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``regdecoder`` with the arguments ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as err:  # --help, --version (0) or a usage error (2)
+        return int(err.code or 0)
+
+    from ._settings import settings
+
+    if getattr(args, "quiet", False):
+        settings.verbosity = "warning"
+    elif getattr(args, "verbose", False):
+        settings.verbosity = "debug"
+    elif settings.verbosity < 2:
+        settings.verbosity = "info"
+    if getattr(args, "n_threads", None) is not None:
+        try:
+            settings.n_threads = args.n_threads
+        except ValueError as err:
+            parser.print_usage(sys.stderr)
+            print(f"error: --n-threads: {err}", file=sys.stderr)
+            return 2
+    try:
+        args.func(args)
+    except (UserError, OSError, ValueError, KeyError) as err:
+        # errors in the input, raised by regdecoder with a message that names the fix
+        logger.debug("traceback:", exc_info=True)
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
