@@ -14,11 +14,16 @@ a command line that cannot be parsed.
 from __future__ import annotations
 
 import argparse
-import inspect
 import logging
 import sys
 import time
 from pathlib import Path
+
+import anndata as ad
+import pandas as pd
+
+from . import __version__, datasets, demo, tl
+from ._settings import settings
 
 logger = logging.getLogger("regdecoder")
 
@@ -59,7 +64,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--device",
         metavar="D",
         default=None,
-        help="torch device: auto, cpu, cuda, cuda:N (default: rd.settings.device, i.e. auto)",
+        help="torch device: auto, cpu, cuda, cuda:N (default: settings.device, i.e. auto)",
     )
     p.add_argument(
         "--n-threads",
@@ -76,7 +81,6 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``regdecoder`` argument parser (subcommands ``fit``, ``infer``, ``demo``)."""
-    from . import __version__, demo
 
     parser = argparse.ArgumentParser(
         prog="regdecoder",
@@ -145,8 +149,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _read_h5ad(path: str):
-    import anndata as ad
-
     p = Path(path)
     if not p.is_file():
         msg = f"No input file at {path!r}."
@@ -159,12 +161,8 @@ def _read_h5ad(path: str):
 
 
 def _read_net(path: str):
-    import pandas as pd
-
-    import regdecoder as rd
-
     try:
-        return rd.datasets.read_net(path)
+        return datasets.read_net(path)
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         msg = f"Could not read {path!r} as a TSV or CSV network table ({err})."
         raise UserError(msg) from err
@@ -176,68 +174,41 @@ def _write_h5ad(adata, path: str) -> None:
     adata.write_h5ad(p)
 
 
-def _expression(adata, args, func):
-    """The AnnData and keyword arguments that make ``func`` read the chosen expression."""
+def _expression(adata, args) -> dict:
+    """The keyword arguments that make a tool read the chosen expression."""
     if args.layer is not None:
         if args.layer not in adata.layers:
             msg = f"--layer {args.layer!r} is not a layer of {args.input!r} (layers: {list(adata.layers)})."
             raise UserError(msg)
-        return adata, {"layer": args.layer}
+        return {"layer": args.layer}
     if args.use_raw:
         if adata.raw is None:
             msg = f"--use-raw was given but {args.input!r} has no .raw; drop --use-raw to use X, or give --layer."
             raise UserError(msg)
-        if "use_raw" in inspect.signature(func).parameters:
-            return adata, {"use_raw": True}
-        return adata.raw.to_adata(), {}
-    return adata, {}
-
-
-def _copy_results(source, target, key: str) -> None:
-    """Copy what a tool wrote to ``source`` (a view of ``.raw``) onto ``target``."""
-    target.obsm[key] = source.obsm[key]
-    target.uns[key] = source.uns[key]
-    if isinstance(target.uns[key].get("params"), dict):
-        target.uns[key]["params"]["use_raw"] = True  # the expression came from .raw
-    wkey = f"{key}_weights"
-    if wkey in source.varm:
-        if list(source.var_names) == list(target.var_names):
-            target.varm[wkey] = source.varm[wkey]
-        else:
-            logger.warning(
-                "varm[%r] is not written: .raw has %d genes and X %d; the weights are in the model (--model).",
-                wkey,
-                source.n_vars,
-                target.n_vars,
-            )
+        return {"use_raw": True}
+    return {}
 
 
 def _device(args) -> str:
-    from ._settings import settings
-
     return args.device if args.device is not None else settings.device
 
 
 def _fit(args) -> None:
-    import regdecoder as rd
-
     adata = _read_h5ad(args.input)
     net = _read_net(args.net)
-    data, kwargs = _expression(adata, args, rd.tl.fit_decoder)
-    logger.info("fitting %d cells x %d genes, network %s (%d edges)", data.n_obs, data.n_vars, args.net, len(net))
+    kwargs = _expression(adata, args)
+    logger.info("fitting %d cells x %d genes, network %s (%d edges)", adata.n_obs, adata.n_vars, args.net, len(net))
     t0 = time.perf_counter()
-    model = rd.tl.fit_decoder(
-        data,
+    settings.progress = settings.progress and not args.quiet
+    model = tl.fit_decoder(
+        adata,
         net=net,
         tmin=args.tmin,
         seed=args.seed,
         key_added=args.key_added,
         device=_device(args),
-        progress=rd.settings.progress and not args.quiet,
         **kwargs,
     )
-    if data is not adata:
-        _copy_results(data, adata, args.key_added)
     _write_h5ad(adata, args.out)
     z = adata.obsm[args.key_added]
     print(
@@ -251,21 +222,17 @@ def _fit(args) -> None:
 
 
 def _infer(args) -> None:
-    import regdecoder as rd
-
     adata = _read_h5ad(args.input)
     try:
-        model = rd.tl.Model.load(args.model, device=_device(args))
+        model = tl.Model.load(args.model, device=_device(args))
     except (OSError, ValueError):
         raise  # no file, or not a model file: regdecoder's own message
     except Exception as err:  # torch's unpickler fails in many ways on a file that is not a torch file
         msg = f"Could not read {args.model!r} as a regdecoder model ({err})."
         raise UserError(msg) from err
-    data, kwargs = _expression(adata, args, rd.tl.infer)
+    kwargs = _expression(adata, args)
     t0 = time.perf_counter()
-    rd.tl.infer(data, model, key_added=args.key_added, **kwargs)
-    if data is not adata:
-        _copy_results(data, adata, args.key_added)
+    tl.infer(adata, model, key_added=args.key_added, **kwargs)
     _write_h5ad(adata, args.out)
     z = adata.obsm[args.key_added]
     print(
@@ -275,8 +242,6 @@ def _infer(args) -> None:
 
 
 def _demo(args) -> None:
-    from . import demo
-
     demo.run(args)
 
 
@@ -290,8 +255,6 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as err:  # --help, --version (0) or a usage error (2)
         return int(err.code or 0)
-
-    from ._settings import settings
 
     if getattr(args, "quiet", False):
         settings.verbosity = "warning"
