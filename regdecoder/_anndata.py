@@ -383,6 +383,41 @@ def check_key(adata: AnnData, key: str, where: str = "obsm", hint: str = "rd.tl.
         raise KeyError(msg)
 
 
+def latents(
+    adata: AnnData, key: str = "regdecoder", hint: str = "rd.tl.fit_decoder", *, unnamed: bool = False
+) -> pd.DataFrame:
+    """``obsm[key]`` as a DataFrame (cells x latents) with the latent names as columns.
+
+    Results written by regdecoder are DataFrames already (the names travel with them); a
+    bare array takes its names from ``uns[key]['latent_names']``. With ``unnamed=True``
+    (factors matched by position, e.g. PCA components) an array without names gets
+    ``latent_0``, ``latent_1``...; otherwise that is an error, never invented TF names.
+
+    Raises
+    ------
+    KeyError
+        ``obsm[key]`` is missing (names the call to run).
+    ValueError
+        A bare array without names of the right length (names the fix).
+    """
+    check_key(adata, key, hint=hint)
+    z = adata.obsm[key]
+    if isinstance(z, pd.DataFrame):
+        return z.set_axis(adata.obs_names, axis=0)
+    z = np.asarray(z)
+    names = adata.uns.get(key, {}).get("latent_names") if isinstance(adata.uns.get(key), dict) else None
+    if (names is None or len(names) != z.shape[1]) and unnamed:
+        names = [f"latent_{i}" for i in range(z.shape[1])]
+    if names is None or len(names) != z.shape[1]:
+        msg = (
+            f"adata.obsm[{key!r}] is an array without latent names (adata.uns[{key!r}]['latent_names'] is "
+            f"{'missing' if names is None else f'of length {len(names)}, not {z.shape[1]}'}). Copy the results as "
+            "the DataFrame regdecoder writes (columns = TF names), or copy `uns[key]` along with them."
+        )
+        raise ValueError(msg)
+    return pd.DataFrame(z, index=adata.obs_names, columns=list(map(str, names)))
+
+
 def check_key_name(key) -> str:
     """``key_added`` must be a non-empty string (checked before training, not when writing)."""
     if not isinstance(key, str) or not key:
@@ -439,20 +474,23 @@ def write(
 ) -> None:
     """The one writer of results: ``obsm[key]``, ``varm[key + '_weights']`` and ``uns[key]``.
 
-    ``z`` (cells x latents, tensor or array) is written as float32; ``uns[key]`` holds
-    ``latent_names``, ``params`` and the other ``fields`` (history, load, orientation...).
+    ``z`` (cells x latents, tensor or array) is written as a float32 DataFrame with the
+    latent names as columns (so the names travel with ``obsm``; scanpy's ``use_rep=``
+    takes it); ``uns[key]`` holds ``latent_names``, ``params`` and the other ``fields``
+    (history, load, orientation...).
     A previous ``varm[key + '_weights']`` is removed when this call writes no weights, so
     the three always describe the same call.
     """
     if isinstance(z, torch.Tensor):
         z = z.detach().cpu().numpy()
-    adata.obsm[key] = np.asarray(z, dtype=np.float32)
+    names = list(map(str, latent_names))
+    adata.obsm[key] = pd.DataFrame(np.asarray(z, dtype=np.float32), index=adata.obs_names, columns=names)
     wkey = key + "_weights"
     if weights is not None:
         adata.varm[wkey] = np.asarray(weights, dtype=np.float32)
     elif wkey in adata.varm:
         del adata.varm[wkey]
-    uns = {"latent_names": np.asarray(list(map(str, latent_names)), dtype=object), "params": h5ad_safe(params)}
+    uns = {"latent_names": np.asarray(names, dtype=object), "params": h5ad_safe(params)}
     for name, value in fields.items():
         if isinstance(value, dict):
             value = h5ad_safe(value)

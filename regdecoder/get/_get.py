@@ -4,12 +4,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._anndata import check_key
-
-
-def _latent_names(adata: AnnData, key: str, n: int) -> list[str]:
-    names = adata.uns.get(key, {}).get("latent_names")
-    return list(map(str, names)) if names is not None else [f"latent_{i}" for i in range(n)]
+from .._anndata import check_key, latents
 
 
 def activities(adata: AnnData, key: str = "regdecoder") -> AnnData:
@@ -17,12 +12,11 @@ def activities(adata: AnnData, key: str = "regdecoder") -> AnnData:
 
     Ready for ``sc.pl.matrixplot``, ``sc.tl.rank_genes_groups`` or a UMAP on activities.
     """
-    check_key(adata, key)
-    z = np.asarray(adata.obsm[key], dtype=np.float32)
+    z = latents(adata, key)
     return AnnData(
-        X=z.copy(),
+        X=z.to_numpy(dtype=np.float32, copy=True),
         obs=adata.obs.copy(),
-        var=pd.DataFrame(index=pd.Index(_latent_names(adata, key, z.shape[1]))),
+        var=pd.DataFrame(index=pd.Index(z.columns)),
     )
 
 
@@ -32,7 +26,10 @@ def weights(adata: AnnData, key: str = "regdecoder") -> pd.DataFrame:
     check_key(adata, key + "_weights", where="varm")
     w = np.asarray(adata.varm[key + "_weights"])
     genes, lat = np.nonzero(w)
-    names = np.asarray(_latent_names(adata, key, w.shape[1]))
+    names = adata.uns.get(key, {}).get("latent_names")
+    if names is None or len(names) != w.shape[1]:
+        names = latents(adata, key).columns
+    names = np.asarray(list(map(str, names)))
     df = pd.DataFrame({"source": names[lat], "target": adata.var_names[genes].to_numpy(), "weight": w[genes, lat]})
     return df.iloc[np.argsort(-np.abs(df["weight"].to_numpy()), kind="stable")].reset_index(drop=True)
 

@@ -6,16 +6,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._anndata import check_key, read
+from .._anndata import check_key, latents, read
 from ._pcc import match_factors, mse, pearson_columns
-
-
-def _latents(adata: AnnData, key: str) -> pd.DataFrame:
-    check_key(adata, key)
-    z = np.asarray(adata.obsm[key])
-    names = adata.uns.get(key, {}).get("latent_names")
-    names = list(map(str, names)) if names is not None else [f"latent_{i}" for i in range(z.shape[1])]
-    return pd.DataFrame(z, index=adata.obs_names, columns=names)
 
 
 def _truth(adata: AnnData, truth: str) -> pd.DataFrame:
@@ -52,7 +44,7 @@ def recovery(
     (signed Pearson correlation), ``abs_pcc``. Factors without a latent (e.g. TFs
     dropped by ``tmin``) get NaN. Summary: ``df.pcc.mean()``.
     """
-    z = _latents(adata, key)
+    z = latents(adata, key, unnamed=True)
     t = _truth(adata, truth)
     if match == "auto":
         match = "name" if set(z.columns) <= set(t.columns) else "hungarian"

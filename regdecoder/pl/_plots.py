@@ -7,9 +7,9 @@ import numpy as np
 from anndata import AnnData
 from matplotlib.ticker import MaxNLocator
 
-from .._anndata import check_key
+from .._anndata import check_key, latents
 from ..metrics import recovery as _recovery
-from ..metrics._recovery import _latents, _truth
+from ..metrics._recovery import _truth
 
 
 def _finish(fig, show: bool | None, return_fig: bool):
@@ -66,7 +66,7 @@ def recovery(
         Show the figure, or return it.
     """
     table = _recovery(adata, key, truth=truth, match=match).dropna(subset=["pcc"])
-    z = _latents(adata, key)
+    z = latents(adata, key)
     t = _truth(adata, truth)
     if tfs is None:
         ranked = table.sort_values("pcc", ascending=False).index

@@ -19,7 +19,7 @@ from .._settings import settings
 from ..metrics._load import decoder_load
 from ..nn import COUNT_LIKELIHOODS, LIKELIHOODS, Decoder, DecoderConfig
 from ..pp._net import PriorNet, prepare_net
-from ..train import fit, orient_decoder, resolve_device, resolve_recipe
+from ..train import INFER_ALS, INFER_GRADIENT, fit, orient_decoder, resolve_device, resolve_recipe
 from ..train import infer as infer_latents
 from ..train._fit import seeded_module, size_factor_reference
 from ..train._source import gather_rows, world
@@ -238,6 +238,12 @@ def fit_decoder(
         spec.decoder(seed, dev), data, rec, prior_sign=prior_sign, size_factors=sf, soft_mask=spec.soft_mask,
         seed=seed, progress=settings.progress, callback=_callback(rec.callback, prior_sign, names),
     )  # fmt: skip
+    if rec.solver == "als" and not history.get("converged", True) and rec.callback is None:
+        logger.warning(
+            "fit_decoder stopped at max_epochs=%d before the loss settled (an epoch still lowered it by more than "
+            "tol=%g); the activities may change with more epochs: recipe={'max_epochs': %d}.",
+            rec.max_epochs, rec.tol, 2 * rec.max_epochs,
+        )  # fmt: skip
     z, orientation = orient_decoder(decoder, z, prior_sign)
     z = gather_rows(z.cpu(), source.n_total) if stream else z.cpu()
     decoder.eval()
@@ -370,6 +376,17 @@ def infer(
     z, n_iter = infer_latents(
         model.decoder, data, method=method, max_iter=max_iter, tol=tol, size_factors=sf, z_start=model.z_mean
     )
+    cap = (
+        max_iter
+        if max_iter is not None
+        else (INFER_ALS if n_iter and model.decoder.one_layer else INFER_GRADIENT)["max_iter"]
+    )
+    if tol != 0 and int(n_iter) >= cap:
+        logger.warning(
+            "infer stopped at its cap of %d iterations before the latents converged; raise `max_iter` "
+            "(or loosen `tol`) for exact activities.",
+            cap,
+        )
     params = {"layer": layer, "use_raw": use_raw, "method": method, "max_iter": max_iter, "tol": tol}
     _anndata.write(adata, key_added, z=z, latent_names=model.latent_names, params=params, n_iter=int(n_iter))
     logger.info("finished infer in %.2fs (%d iterations): added obsm[%r]", time.perf_counter() - t0, n_iter, key_added)

@@ -433,6 +433,7 @@ def fit_als(
     all_reduce(gram, rhs)
 
     prev = None
+    converged = False
     w_last = b_last = None
     have_last = False
     beta = 0.5
@@ -490,12 +491,14 @@ def fit_als(
                 beta = max(0.5 * beta, 0.1)
         bar.set_postfix(epoch=epoch, loss=f"{loss:.4g}")
         stop = log.end_epoch(epoch, loss, z, before_callback=lambda w=weight, b=bias: decoder.set_weight(w, b))
-        if stop or (prev is not None and (prev - loss) <= tol * prev):
+        converged = prev is not None and (prev - loss) <= tol * prev
+        if stop or converged:
             break
         prev = loss
     decoder.set_weight(weight, bias)
     bar.close()
     history = log.close()
+    history["converged"] = bool(converged)
     secs = history["seconds"][-1] if history["seconds"] else 0.0
     history["cells_per_second"] = history["epochs"] * n_total / secs if secs > 0 else float("nan")
     history["world_size"] = size

@@ -39,18 +39,27 @@ def test_activities_after_infer_with_other_key(fitted):
     test.obs["group"] = pd.Categorical(np.where(np.arange(test.n_obs) % 2, "a", "b"))
     rd.tl.infer(test, model, key_added="inf")
     act = rd.get.activities(test, "inf")
-    np.testing.assert_array_equal(act.X, test.obsm["inf"])
+    np.testing.assert_array_equal(act.X, np.asarray(test.obsm["inf"]))
     assert list(act.var_names) == model.latent_names
     pd.testing.assert_frame_equal(act.obs, test.obs)
 
 
-def test_activities_without_latent_names():
+def test_activities_without_latent_names_is_an_error_not_invented_names():
     rng = np.random.default_rng(0)
     adata = AnnData(X=np.zeros((4, 2), dtype=np.float32))
     adata.obsm["z"] = rng.normal(size=(4, 3))
-    act = rd.get.activities(adata, "z")
-    assert list(act.var_names) == ["latent_0", "latent_1", "latent_2"]
-    np.testing.assert_allclose(act.X, adata.obsm["z"], rtol=1e-6)
+    with pytest.raises(ValueError, match="without latent names"):
+        rd.get.activities(adata, "z")
+
+
+def test_names_travel_with_obsm(fitted):
+    # copying the activities to another object keeps the TF names (decoupler-style DataFrame)
+    model, train, _ = fitted
+    other = AnnData(X=np.zeros((train.n_obs, 1), dtype=np.float32), obs=train.obs.copy())
+    other.obsm["tfa"] = train.obsm["regdecoder"]
+    act = rd.get.activities(other, "tfa")
+    assert list(act.var_names) == model.latent_names
+    np.testing.assert_array_equal(act.X, np.asarray(train.obsm["regdecoder"]))
 
 
 def test_activities_missing_key_raises(fitted):
@@ -100,13 +109,12 @@ def test_weights_hand_made_matrix():
     pd.testing.assert_frame_equal(df, expected, check_dtype=False)
 
 
-def test_weights_without_latent_names():
+def test_weights_without_latent_names_is_an_error():
     adata = AnnData(X=np.zeros((2, 2), dtype=np.float32))
     adata.var_names = ["g0", "g1"]
     adata.varm["m_weights"] = np.array([[0.0, 1.0], [-2.0, 0.0]])
-    df = rd.get.weights(adata, "m")
-    assert list(df["source"]) == ["latent_0", "latent_1"]
-    assert list(df["target"]) == ["g1", "g0"]
+    with pytest.raises(KeyError, match="obsm\\['m'\\]"):
+        rd.get.weights(adata, "m")
 
 
 def test_weights_missing_key_raises(fitted):

@@ -95,7 +95,7 @@ def test_fit_encoder_freezes_the_decoder_and_writes_results(fitted):
         torch.testing.assert_close(v, before[k])
     np.testing.assert_array_equal(train.X, x_before)
     assert enc.decoder is model.decoder and enc.kind == "encoder"  # shared, not copied
-    z = train.obsm["regdecoder_encoder"]
+    z = np.asarray(train.obsm["regdecoder_encoder"])
     assert z.shape == (train.n_obs, len(model.latent_names)) and z.dtype == np.float32
     uns = train.uns["regdecoder_encoder"]
     assert list(uns["latent_names"]) == model.latent_names
@@ -189,7 +189,7 @@ def test_encoder_bad_input(fitted, enc_fitted):
     with pytest.raises(KeyError, match="Run `rd.tl.fit_decoder`"):
         rd.tl.fit_encoder(bare, model, objective="latent")
     wrong = ad.copy()
-    wrong.obsm["regdecoder"] = wrong.obsm["regdecoder"][:, :3]
+    wrong.obsm["regdecoder"] = np.asarray(wrong.obsm["regdecoder"])[:, :3]
     with pytest.raises(ValueError, match="latent_key"):
         rd.tl.fit_encoder(wrong, model, objective="latent")
     _, enc, _, _ = enc_fitted

@@ -15,7 +15,8 @@ def test_fit_writes_the_data_contract(fitted):
     model, train, _ = fitted
     n_tfs = train.obsm["tf_activity"].shape[1]
     z = train.obsm["regdecoder"]
-    assert isinstance(z, np.ndarray) and z.dtype == np.float32 and z.shape == (train.n_obs, n_tfs)
+    assert isinstance(z, pd.DataFrame) and (z.dtypes == np.float32).all() and z.shape == (train.n_obs, n_tfs)
+    assert list(z.columns) == model.latent_names and list(z.index) == list(train.obs_names)
     w = train.varm["regdecoder_weights"]
     assert w.shape == (train.n_vars, n_tfs)
     true_w = train.varm["true_weights"].to_numpy()
@@ -308,7 +309,7 @@ def test_genes_outside_net_and_all_zero_rows_and_columns(split_grn):
     train.X[:, 25] = 0.0  # a gene that is never expressed
     train.X[0] = 0.0  # a cell with no expression at all
     model = rd.tl.fit_decoder(train, net=net)
-    z = train.obsm["regdecoder"]
+    z = np.asarray(train.obsm["regdecoder"])
     assert np.isfinite(z).all()
     np.testing.assert_allclose(z[0], 0.0, atol=1e-6)  # nothing expressed: zero activity fits exactly
     assert (train.varm["regdecoder_weights"][:20] == 0).all()
