@@ -1,0 +1,292 @@
+"""Exact censored least squares for the latents of a frozen one-layer ReLU decoder.
+
+For one cell with expression ``x`` (genes), weights ``W`` (genes x k) and bias ``b``,
+the latents minimise the censored loss
+
+    f(z) = sum_{x_g != 0} (x_g - p_g)^2 + sum_{x_g = 0} max(p_g, 0)^2,   p = W z + b,
+
+a convex, piecewise quadratic function of ``z``. At any ``z`` the *active set* is
+``A(z) = {g : x_g != 0 or p_g > 0}``; on the piece where ``A`` is fixed, ``f`` is the
+ordinary least-squares loss over the active genes, with target ``x_g`` (0 for an active
+zero). The solver is a semismooth Newton (primal active-set) method, batched over
+cells:
+
+* start: ``z0`` given, or the uncensored least-squares solution
+  ``z0 = (W'W + lam I)^-1 W'(x - b)`` (one Cholesky factor shared by all cells);
+* step: with ``r = 1_A (p - x)`` (residual on the active genes, ``f = |r|^2``), the
+  gradient ``W' r`` and the curvature ``H_A = W_A' W_A = sum_{g in A} w_g w_g'``, the
+  Newton step ``d = -(H_A + lam I)^-1 W' r`` lands exactly on the least-squares
+  solution over the active set ``A``. ``H_A`` is assembled for all cells at once as
+  one sparse-dense product (the genes' outer products ``w_g w_g'`` are sparse when
+  ``W`` is masked) and factorised by a batched Cholesky;
+* globalisation: a backtracking (Armijo) line search ``t = 1, 1/2, ...`` per cell, so
+  the loss never increases;
+* stop (per cell): (i) the active set did not change over a full step (``t = 1``): the
+  new ``z`` minimises the least-squares loss on the piece it lies on, so it is the
+  exact minimiser (KKT holds up to rounding and the tiny ridge); or (ii) the relative
+  decrease of the loss over a step is at most ``tol``: ``f_old - f_new <= tol * f_old``
+  (or ``f_new == 0``); or (iii) the line search cannot decrease the loss any more
+  (rounding level); or ``max_iter`` steps. Converged cells leave the batch, so later
+  steps cost only the cells still changing.
+
+The optional standard errors use the curvature at the solution,
+``se_j = sqrt(sigma^2 [H_A^-1]_jj)`` with ``sigma^2 = f / (|A| - k)`` (NaN when
+``|A| <= k`` or when latent ``j`` has no active gene).
+
+Pure torch; no anndata or numpy.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_CHUNK_ELEMENTS = 2**25  # bound on a temporary (cells x genes) block
+_H_ELEMENTS = 2**24  # bound on the (cells x k x k) curvature stack of a chunk
+_CHUNK_CELLS = 128  # batched Cholesky and the sparse assembly are fastest on small batches
+_WOODBURY_RANK = 0.5  # active zeros (as a fraction of k) up to which a step reuses the observed factor
+_SPARSE_FRACTION = 0.3  # outer-product table denser than this: dense assembly
+
+
+class _Curvature:
+    """Assembles ``H_c = sum_g a[c, g] w_g w_g'`` for a batch of cells."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        n, k = weight.shape
+        self.k = k
+        nz = weight != 0
+        deg = nz.sum(1)
+        nnz = int((deg * deg).sum())
+        self.sparse = nnz <= _SPARSE_FRACTION * n * k * k
+        self.weight = weight
+        if self.sparse:
+            # Q (k*k x n): Q[i*k + j, g] = W[g, i] W[g, j] for i, j in the support of gene g.
+            genes, cols = torch.nonzero(nz, as_tuple=True)
+            starts = torch.cumsum(deg, 0) - deg
+            # all ordered pairs of a gene's nonzero columns
+            first = torch.repeat_interleave(torch.arange(genes.numel(), device=weight.device), deg[genes])
+            # for entry e = (gene g, position u) pair it with every position v of the same gene
+            offs = torch.arange(first.numel(), device=weight.device) - torch.repeat_interleave(
+                (torch.cumsum(deg[genes], 0) - deg[genes]), deg[genes]
+            )
+            pair_gene = genes[first]
+            second = starts[pair_gene] + offs
+            ci, cj = cols[first], cols[second]
+            vals = weight[pair_gene, ci] * weight[pair_gene, cj]
+            rows = ci * k + cj
+            self.q = torch.sparse_coo_tensor(
+                torch.stack([rows, pair_gene]), vals, (k * k, n), device=weight.device
+            ).coalesce().to_sparse_csr()
+
+    def __call__(self, active: torch.Tensor) -> torch.Tensor:
+        a = active.to(self.weight.dtype)
+        if self.sparse:
+            return torch.sparse.mm(self.q, a.T).T.reshape(a.shape[0], self.k, self.k)
+        return (a.unsqueeze(2) * self.weight).mT @ self.weight
+
+
+def _cholesky(h: torch.Tensor, lam: float) -> torch.Tensor:
+    k = h.shape[-1]
+    eye = torch.eye(k, dtype=h.dtype, device=h.device)
+    chol, info = torch.linalg.cholesky_ex(h + lam * eye)
+    bad = info != 0
+    jitter = lam
+    while bool(bad.any()):  # rounding made a near-singular H indefinite: more ridge for those cells
+        jitter = max(jitter * 100, 1e-6 * float(h.diagonal(dim1=1, dim2=2).abs().mean().clamp(min=1e-12)))
+        chol_b, info_b = torch.linalg.cholesky_ex(h[bad] + jitter * eye)
+        chol[bad] = chol_b
+        bad_idx = torch.nonzero(bad).squeeze(1)
+        bad = torch.zeros_like(bad)
+        bad[bad_idx[info_b != 0]] = True
+    return chol
+
+
+def _chol_solve(chol: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    y = torch.linalg.solve_triangular(chol, rhs.unsqueeze(-1), upper=False)
+    return torch.linalg.solve_triangular(chol.mT, y, upper=True).squeeze(-1)
+
+
+def _woodbury_solve(
+    chol_p: torch.Tensor, weight: torch.Tensor, extra: torch.Tensor, r_max: int, rhs: torch.Tensor
+) -> torch.Tensor:
+    """``(L L' + U'U)^-1 rhs`` per cell, ``L L'`` the observed-set factor and ``U`` the rows
+    of ``weight`` at the cell's ``extra`` genes (its active zeros), padded to ``r_max``."""
+    vals, idx = extra.to(weight.dtype).topk(r_max, dim=1)
+    u = weight[idx] * vals.unsqueeze(2)  # cells x r x k, zero rows for the padding
+    v = torch.linalg.solve_triangular(chol_p, u.mT, upper=False)  # cells x k x r
+    cap = v.mT @ v + torch.eye(r_max, dtype=weight.dtype, device=weight.device)
+    y = torch.linalg.solve_triangular(chol_p, rhs.unsqueeze(-1), upper=False)  # L^-1 rhs
+    w = torch.cholesky_solve(v.mT @ y, torch.linalg.cholesky(cap))
+    return torch.linalg.solve_triangular(chol_p.mT, y - v @ w, upper=True).squeeze(-1)
+
+
+def _loss(xc: torch.Tensor, obs: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Residual on the active set, active set, per-cell loss (float64)."""
+    active = obs | (p > 0)
+    r = torch.where(active, p - xc, torch.zeros((), dtype=p.dtype, device=p.device))
+    return r, active, (r * r).sum(1, dtype=torch.float64)
+
+
+def solve_censored(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    z0: torch.Tensor | None = None,
+    max_iter: int = 50,
+    tol: float = 1e-6,
+    ridge: float = 1e-6,
+    return_se: bool = False,
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, int, dict]:
+    """Per-cell minimiser of the censored loss for a frozen decoder (semismooth Newton).
+
+    Parameters
+    ----------
+    x
+        ``cells x genes`` data; zeros are censored (they only say ``p <= 0``).
+    weight
+        ``genes x k`` dense weights (zero off the mask).
+    bias
+        ``genes`` bias, or None.
+    z0
+        ``cells x k`` start; default the uncensored least-squares solution.
+    max_iter
+        Newton steps at most (per cell).
+    tol
+        Stop a cell once a step decreases its loss by at most ``tol`` times the loss
+        (in addition to the exact stop: the active set unchanged by a full step).
+    ridge
+        ``lam = ridge * mean(diag(W'W))`` is added to every curvature matrix.
+    return_se
+        Also return per-cell, per-latent standard errors in ``info['se']``.
+    chunk_size
+        Cells per batch (default: a bound on the temporaries' size).
+
+    Returns
+    -------
+    ``(z, n_iter, info)``: latents (``cells x k``, weight's dtype and device), the
+    largest number of Newton steps any cell took, and a dict of per-cell tensors:
+    ``loss`` (float64), ``n_iter``, ``converged`` (bool: stopped by rule i-iii, not by
+    ``max_iter``), ``n_active`` (genes in the final active set), and ``se`` when
+    asked.
+    """
+    dev, dt = weight.device, weight.dtype
+    n_cells, n_genes = x.shape
+    k = weight.shape[1]
+    gram = weight.T @ weight
+    lam = ridge * float(gram.diagonal().mean().clamp(min=1e-12))
+    chol_g = torch.linalg.cholesky(gram + lam * torch.eye(k, dtype=dt, device=dev))
+    curv = _Curvature(weight)
+    if chunk_size is None:
+        chunk_size = max(1, min(_CHUNK_CELLS, _CHUNK_ELEMENTS // max(1, n_genes), _H_ELEMENTS // max(1, k * k)))
+
+    z_out = torch.empty(n_cells, k, dtype=dt, device=dev)
+    loss_out = torch.empty(n_cells, dtype=torch.float64, device=dev)
+    iters_out = torch.zeros(n_cells, dtype=torch.long, device=dev)
+    conv_out = torch.zeros(n_cells, dtype=torch.bool, device=dev)
+    nact_out = torch.zeros(n_cells, dtype=torch.long, device=dev)
+    se_out = torch.full((n_cells, k), float("nan"), dtype=dt, device=dev) if return_se else None
+    zero = torch.zeros((), dtype=dt, device=dev)
+
+    for s in range(0, n_cells, chunk_size):
+        xc = x[s : s + chunk_size].to(device=dev, dtype=dt)
+        nc = xc.shape[0]
+        obs = xc != 0
+        if z0 is None:
+            xb = xc if bias is None else xc - bias
+            z = torch.cholesky_solve((xb @ weight).T, chol_g).T.contiguous()
+        else:
+            z = z0[s : s + nc].to(device=dev, dtype=dt).clone()
+        p = z @ weight.T
+        if bias is not None:
+            p = p + bias
+        r, active, f = _loss(xc, obs, p)
+        iters = torch.zeros(nc, dtype=torch.long, device=dev)
+        conv = torch.zeros(nc, dtype=torch.bool, device=dev)
+        # Curvature of the observed genes (always active): later steps add the few
+        # active zeros to it by a Woodbury update instead of a new factorisation.
+        chol_p = _cholesky(curv(obs), lam) if max_iter > 0 else None
+        if z0 is None and max_iter > 0:
+            # First step: least squares over the observed (nonzero) genes only, i.e. the
+            # Newton step for the guess "no zero is active". At the solution only a few
+            # zeros are active, so this lands next to the final active set. Kept only
+            # where it lowers the loss.
+            ro = torch.where(obs, p - xc, zero)
+            d = -_chol_solve(chol_p, ro @ weight)
+            q = d @ weight.T
+            r1, a1, f1 = _loss(xc, obs, p + q)
+            better = f1 <= f
+            bc = better.unsqueeze(1)
+            z = torch.where(bc, z + d, z)
+            p = torch.where(bc, p + q, p)
+            r, active, f = torch.where(bc, r1, r), torch.where(bc, a1, active), torch.where(better, f1, f)
+            iters += 1
+            conv = better & ((a1 == obs).all(1) | (f1 <= 0))
+        live = torch.nonzero(~conv).squeeze(1)
+        for _ in range(max_iter):
+            if live.numel() == 0:
+                break
+            # Newton step on the live cells: least squares over the current active set.
+            zl, pl, rl, al, fl, xl, ol = z[live], p[live], r[live], active[live], f[live], xc[live], obs[live]
+            grad = rl @ weight  # half the gradient
+            extra = al & ~ol  # active zeros
+            r_max = int(extra.sum(1).max())
+            if r_max == 0:
+                d = -_chol_solve(chol_p[live], grad)
+            elif r_max <= k * _WOODBURY_RANK:
+                d = -_woodbury_solve(chol_p[live], weight, extra, r_max, grad)
+            else:
+                d = -_chol_solve(_cholesky(curv(al), lam), grad)
+            q = d @ weight.T
+            slope = 2.0 * (grad * d).sum(1, dtype=torch.float64)  # directional derivative (< 0)
+            t = torch.ones(live.numel(), dtype=torch.float64, device=dev)
+            r_new, a_new, f_new = _loss(xl, ol, pl + q)
+            ok = f_new <= fl + 1e-4 * t * slope
+            stalled = torch.zeros_like(ok)
+            for _bt in range(30):  # backtracking, only for the cells that need it
+                todo = torch.nonzero(~ok & ~stalled).squeeze(1)
+                if todo.numel() == 0:
+                    break
+                t[todo] *= 0.5
+                tt = t[todo].to(dt).unsqueeze(1)
+                rb, ab, fb = _loss(xl[todo], ol[todo], pl[todo] + tt * q[todo])
+                r_new[todo], a_new[todo], f_new[todo] = rb, ab, fb
+                ok[todo] = fb <= fl[todo] + 1e-4 * t[todo] * slope[todo]
+                stalled[todo] = ~ok[todo] & (t[todo] < 2**-20)
+            # A stalled cell (no decrease at rounding level) keeps its point.
+            step = torch.where(stalled, torch.zeros_like(t), t).to(dt).unsqueeze(1)
+            z[live] = zl + step * d
+            p_new = pl + step * q
+            keep = stalled.unsqueeze(1)
+            p[live] = p_new
+            r[live] = torch.where(keep, rl, r_new)
+            active[live] = torch.where(keep, al, a_new)
+            f_new = torch.where(stalled, fl, f_new)
+            f[live] = f_new
+            iters[live] += 1
+            exact = (t == 1) & (a_new == al).all(1)
+            small = (fl - f_new) <= tol * fl
+            done = exact | small | stalled | (f_new <= 0)
+            conv[live[done]] = True
+            live = live[~done]
+        z_out[s : s + nc] = z
+        loss_out[s : s + nc] = f
+        iters_out[s : s + nc] = iters
+        conv_out[s : s + nc] = conv
+        nact_out[s : s + nc] = active.sum(1)
+        if return_se:
+            h = curv(active)
+            has = h.diagonal(dim1=1, dim2=2) > 0
+            chol = _cholesky(h, lam)
+            eye = torch.eye(k, dtype=dt, device=dev).expand(nc, k, k)
+            inv_l = torch.linalg.solve_triangular(chol, eye, upper=False)
+            diag_inv = (inv_l * inv_l).sum(1)  # diag(H^-1) = column sums of L^-1 squared
+            dof = (active.sum(1) - k).to(torch.float64)
+            sigma2 = torch.where(dof > 0, f / dof.clamp(min=1), torch.full_like(f, float("nan"))).to(dt)
+            se = (diag_inv * sigma2.unsqueeze(1)).sqrt()
+            se_out[s : s + nc] = torch.where(has, se, torch.full_like(se, float("nan")))
+
+    info = {"loss": loss_out, "n_iter": iters_out, "converged": conv_out, "n_active": nact_out}
+    if return_se:
+        info["se"] = se_out
+    return z_out, int(iters_out.max()) if n_cells else 0, info
