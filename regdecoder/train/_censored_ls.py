@@ -38,6 +38,8 @@ Pure torch; no anndata or numpy.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 _CHUNK_ELEMENTS = 2**25  # bound on a temporary (cells x genes) block
@@ -73,9 +75,12 @@ class _Curvature:
             ci, cj = cols[first], cols[second]
             vals = weight[pair_gene, ci] * weight[pair_gene, cj]
             rows = ci * k + cj
-            self.q = torch.sparse_coo_tensor(
-                torch.stack([rows, pair_gene]), vals, (k * k, n), device=weight.device
-            ).coalesce().to_sparse_csr()
+            with warnings.catch_warnings():  # torch's "sparse CSR support is in beta" notice
+                warnings.simplefilter("ignore", UserWarning)
+                q = torch.sparse_coo_tensor(
+                    torch.stack([rows, pair_gene]), vals, (k * k, n), device=weight.device, check_invariants=False
+                )
+                self.q = q.coalesce().to_sparse_csr()
 
     def __call__(self, active: torch.Tensor) -> torch.Tensor:
         a = active.to(self.weight.dtype)
