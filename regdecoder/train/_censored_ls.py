@@ -131,6 +131,7 @@ def _loss(xc: torch.Tensor, obs: torch.Tensor, p: torch.Tensor) -> tuple[torch.T
     return r, active, (r * r).sum(1, dtype=torch.float64)
 
 
+@torch.no_grad()
 def solve_censored(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -180,7 +181,7 @@ def solve_censored(
     k = weight.shape[1]
     gram = weight.T @ weight
     lam = ridge * float(gram.diagonal().mean().clamp(min=1e-12))
-    chol_g = torch.linalg.cholesky(gram + lam * torch.eye(k, dtype=dt, device=dev))
+    chol_g = _cholesky(gram.unsqueeze(0), lam)[0]
     curv = _Curvature(weight)
     if chunk_size is None:
         chunk_size = max(1, min(_CHUNK_CELLS, _CHUNK_ELEMENTS // max(1, n_genes), _H_ELEMENTS // max(1, k * k)))

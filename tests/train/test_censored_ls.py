@@ -152,3 +152,20 @@ def test_standard_errors():
         sigma2 = info["loss"][c].item() / (a.sum() - k)
         se = np.sqrt(np.diag(np.linalg.inv(wa.T @ wa)) * sigma2)
         np.testing.assert_allclose(info["se"][c].numpy(), se, rtol=1e-8)
+
+
+def test_latent_without_targets_and_singular_curvature():
+    x, w, b = _problem(10, n_cells=5)
+    w = torch.cat([w, torch.zeros(w.shape[0], 1, dtype=w.dtype)], dim=1)  # a latent with no target
+    z, _, info = solve_censored(x, w, b, ridge=0.0, return_se=True)
+    assert bool(torch.isfinite(z).all()) and bool(info["converged"].all())
+    assert bool((z[:, -1] == 0).all())  # never moved: no gene depends on it
+    assert bool(info["se"][:, -1].isnan().all()) and bool(torch.isfinite(info["se"][2:, :-1]).all())
+    z_ref, f_ref = _reference(x, w[:, :-1], b)
+    np.testing.assert_allclose(info["loss"].numpy(), f_ref, rtol=1e-6, atol=1e-8)
+
+
+def test_gradients_are_not_tracked():
+    x, w, b = _problem(11, n_cells=3)
+    z, _, _ = solve_censored(x, w.requires_grad_(), b)
+    assert not z.requires_grad
