@@ -124,11 +124,11 @@ def _woodbury_solve(
     return torch.linalg.solve_triangular(chol_p.mT, y - v @ w, upper=True).squeeze(-1)
 
 
-def _loss(xc: torch.Tensor, obs: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Residual on the active set, active set, per-cell loss (float64)."""
+def _loss(xc: torch.Tensor, obs: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Active set and per-cell loss (accumulated in float64)."""
     active = obs | (p > 0)
     r = torch.where(active, p - xc, torch.zeros((), dtype=p.dtype, device=p.device))
-    return r, active, (r * r).sum(1, dtype=torch.float64)
+    return active, (r * r).sum(1, dtype=torch.float64)
 
 
 @torch.no_grad()
@@ -206,7 +206,7 @@ def solve_censored(
         p = z @ weight.T
         if bias is not None:
             p = p + bias
-        r, active, f = _loss(xc, obs, p)
+        active, f = _loss(xc, obs, p)
         iters = torch.zeros(nc, dtype=torch.long, device=dev)
         conv = torch.zeros(nc, dtype=torch.bool, device=dev)
         # Curvature of the observed genes (always active): later steps add the few
@@ -217,37 +217,37 @@ def solve_censored(
             # Newton step for the guess "no zero is active". At the solution only a few
             # zeros are active, so this lands next to the final active set. Kept only
             # where it lowers the loss.
-            ro = torch.where(obs, p - xc, zero)
-            d = -_chol_solve(chol_p, ro @ weight)
+            d = -_chol_solve(chol_p, torch.where(obs, p - xc, zero) @ weight)
             q = d @ weight.T
-            r1, a1, f1 = _loss(xc, obs, p + q)
+            a1, f1 = _loss(xc, obs, p + q)
             better = f1 <= f
             bc = better.unsqueeze(1)
             z = torch.where(bc, z + d, z)
             p = torch.where(bc, p + q, p)
-            r, active, f = torch.where(bc, r1, r), torch.where(bc, a1, active), torch.where(better, f1, f)
+            active, f = torch.where(bc, a1, active), torch.where(better, f1, f)
             iters += 1
             conv = better & ((a1 == obs).all(1) | (f1 <= 0))
-        live = torch.nonzero(~conv).squeeze(1)
-        for _ in range(max_iter):
-            if live.numel() == 0:
+        # Newton steps on the cells not done yet; the state is compacted to those cells.
+        ids = torch.nonzero(~conv).squeeze(1)
+        zl, pl, al, fl, xl, ol = z[ids], p[ids], active[ids], f[ids], xc[ids], obs[ids]
+        cl = chol_p[ids] if chol_p is not None else None
+        for _ in range(max_iter - int(z0 is None)):
+            if ids.numel() == 0:
                 break
-            # Newton step on the live cells: least squares over the current active set.
-            zl, pl, rl, al, fl, xl, ol = z[live], p[live], r[live], active[live], f[live], xc[live], obs[live]
-            grad = rl @ weight  # half the gradient
+            grad = torch.where(al, pl - xl, zero) @ weight  # half the gradient
             extra = al & ~ol  # active zeros
             r_max = int(extra.sum(1).max())
             if r_max == 0:
-                d = -_chol_solve(chol_p[live], grad)
+                d = -_chol_solve(cl, grad)
             elif r_max <= k * _WOODBURY_RANK:
-                d = -_woodbury_solve(chol_p[live], weight, extra, r_max, grad)
+                d = -_woodbury_solve(cl, weight, extra, r_max, grad)
             else:
                 d = -_chol_solve(_cholesky(curv(al), lam), grad)
             q = d @ weight.T
             slope = 2.0 * (grad * d).sum(1, dtype=torch.float64)  # directional derivative (< 0)
-            t = torch.ones(live.numel(), dtype=torch.float64, device=dev)
-            r_new, a_new, f_new = _loss(xl, ol, pl + q)
-            ok = f_new <= fl + 1e-4 * t * slope
+            t = torch.ones(ids.numel(), dtype=torch.float64, device=dev)
+            a_new, f_new = _loss(xl, ol, pl + q)
+            ok = f_new <= fl + 1e-4 * slope
             stalled = torch.zeros_like(ok)
             for _bt in range(30):  # backtracking, only for the cells that need it
                 todo = torch.nonzero(~ok & ~stalled).squeeze(1)
@@ -255,26 +255,30 @@ def solve_censored(
                     break
                 t[todo] *= 0.5
                 tt = t[todo].to(dt).unsqueeze(1)
-                rb, ab, fb = _loss(xl[todo], ol[todo], pl[todo] + tt * q[todo])
-                r_new[todo], a_new[todo], f_new[todo] = rb, ab, fb
+                ab, fb = _loss(xl[todo], ol[todo], pl[todo] + tt * q[todo])
+                a_new[todo], f_new[todo] = ab, fb
                 ok[todo] = fb <= fl[todo] + 1e-4 * t[todo] * slope[todo]
                 stalled[todo] = ~ok[todo] & (t[todo] < 2**-20)
             # A stalled cell (no decrease at rounding level) keeps its point.
             step = torch.where(stalled, torch.zeros_like(t), t).to(dt).unsqueeze(1)
-            z[live] = zl + step * d
-            p_new = pl + step * q
+            zl = zl + step * d
+            pl = pl + step * q
             keep = stalled.unsqueeze(1)
-            p[live] = p_new
-            r[live] = torch.where(keep, rl, r_new)
-            active[live] = torch.where(keep, al, a_new)
-            f_new = torch.where(stalled, fl, f_new)
-            f[live] = f_new
-            iters[live] += 1
             exact = (t == 1) & (a_new == al).all(1)
+            al = torch.where(keep, al, a_new)
+            f_new = torch.where(stalled, fl, f_new)
             small = (fl - f_new) <= tol * fl
+            fl = f_new
+            iters[ids] += 1
             done = exact | small | stalled | (f_new <= 0)
-            conv[live[done]] = True
-            live = live[~done]
+            if bool(done.any()):
+                fin = ids[done]
+                z[fin], p[fin], active[fin], f[fin] = zl[done], pl[done], al[done], fl[done]
+                conv[fin] = True
+                go = ~done
+                ids, zl, pl, al, fl, xl, ol, cl = (v[go] for v in (ids, zl, pl, al, fl, xl, ol, cl))
+        if ids.numel():  # max_iter reached
+            z[ids], p[ids], active[ids], f[ids] = zl, pl, al, fl
         z_out[s : s + nc] = z
         loss_out[s : s + nc] = f
         iters_out[s : s + nc] = iters
