@@ -39,12 +39,13 @@ Pure torch; no anndata or numpy.
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 _CHUNK_ELEMENTS = 2**25  # bound on a temporary (cells x genes) block
 _H_ELEMENTS = 2**24  # bound on the (cells x k x k) curvature stack of a chunk
-_CHUNK_CELLS = 128  # batched Cholesky and the sparse assembly are fastest on small batches
+_CHUNK_CELLS = 128  # on the CPU: batched Cholesky and the sparse assembly are fastest on small batches
 _WOODBURY_RANK = 0.5  # active zeros (as a fraction of k) up to which a step reuses the observed factor
 _SPARSE_FRACTION = 0.3  # outer-product table denser than this: dense assembly
 
@@ -166,7 +167,10 @@ def solve_censored(
     return_se
         Also return per-cell, per-latent standard errors in ``info['se']``.
     chunk_size
-        Cells per batch (default: a bound on the temporaries' size).
+        Cells per batch (default: 128 on the CPU, else a bound on the temporaries'
+        size). With ``torch.get_num_threads() > 1`` on the CPU, chunks run in
+        parallel threads, each with one intra-op thread; the result does not depend
+        on the thread count.
 
     Returns
     -------
@@ -184,7 +188,8 @@ def solve_censored(
     chol_g = _cholesky(gram.unsqueeze(0), lam)[0]
     curv = _Curvature(weight)
     if chunk_size is None:
-        chunk_size = max(1, min(_CHUNK_CELLS, _CHUNK_ELEMENTS // max(1, n_genes), _H_ELEMENTS // max(1, k * k)))
+        cells = _CHUNK_CELLS if dev.type == "cpu" else n_cells
+        chunk_size = max(1, min(cells, _CHUNK_ELEMENTS // max(1, n_genes), _H_ELEMENTS // max(1, k * k)))
 
     z_out = torch.empty(n_cells, k, dtype=dt, device=dev)
     loss_out = torch.empty(n_cells, dtype=torch.float64, device=dev)
@@ -194,7 +199,7 @@ def solve_censored(
     se_out = torch.full((n_cells, k), float("nan"), dtype=dt, device=dev) if return_se else None
     zero = torch.zeros((), dtype=dt, device=dev)
 
-    for s in range(0, n_cells, chunk_size):
+    def chunk(s: int) -> None:
         xc = x[s : s + chunk_size].to(device=dev, dtype=dt)
         nc = xc.shape[0]
         obs = xc != 0
@@ -295,6 +300,30 @@ def solve_censored(
             sigma2 = torch.where(dof > 0, f / dof.clamp(min=1), torch.full_like(f, float("nan"))).to(dt)
             se = (diag_inv * sigma2.unsqueeze(1)).sqrt()
             se_out[s : s + nc] = torch.where(has, se, torch.full_like(se, float("nan")))
+
+    starts = list(range(0, n_cells, chunk_size))
+    n_threads = torch.get_num_threads() if dev.type == "cpu" else 1
+    if n_threads > 1:
+        # Each chunk on one intra-op thread, chunks in parallel: the steps are many
+        # small batched ops, whose intra-op parallel regions cost more than they bring
+        # (and are ruinous on a loaded machine).
+        def work(s: int) -> None:
+            torch.set_num_threads(1)
+            chunk(s)
+
+        torch.set_num_threads(1)
+        try:
+            if len(starts) > 1:
+                with ThreadPoolExecutor(max_workers=n_threads) as pool:
+                    list(pool.map(work, starts))
+            else:
+                for s in starts:
+                    chunk(s)
+        finally:
+            torch.set_num_threads(n_threads)
+    else:
+        for s in starts:
+            chunk(s)
 
     info = {"loss": loss_out, "n_iter": iters_out, "converged": conv_out, "n_active": nact_out}
     if return_se:

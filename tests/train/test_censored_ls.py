@@ -169,3 +169,17 @@ def test_gradients_are_not_tracked():
     x, w, b = _problem(11, n_cells=3)
     z, _, _ = solve_censored(x, w.requires_grad_(), b)
     assert not z.requires_grad
+
+
+def test_thread_count_does_not_change_the_result():
+    x, w, b = _problem(12, n_cells=40)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        z1, _, i1 = solve_censored(x, w, b, chunk_size=8)
+        torch.set_num_threads(2)
+        z2, _, i2 = solve_censored(x, w, b, chunk_size=8)
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(z1, z2) and torch.equal(i1["n_iter"], i2["n_iter"])
