@@ -60,7 +60,11 @@ _SPARSE_FRACTION = 0.3  # outer-product table denser than this: dense assembly
 
 
 class _Curvature:
-    """Assembles ``H_c = sum_g a[c, g] w_g w_g'`` for a batch of cells."""
+    """Assembles ``H_c = sum_g a[c, g] w_g w_g'`` for a batch of cells.
+
+    With a sparse outer-product table only the lower triangle is filled (the upper is
+    zero): every consumer is a Cholesky factorisation, which reads the lower triangle.
+    """
 
     def __init__(self, weight: torch.Tensor) -> None:
         n, k = weight.shape
@@ -71,7 +75,7 @@ class _Curvature:
         self.sparse = nnz <= _SPARSE_FRACTION * n * k * k
         self.weight = weight
         if self.sparse:
-            # Q (k*k x n): Q[i*k + j, g] = W[g, i] W[g, j] for i, j in the support of gene g.
+            # Q (k*k x n): Q[i*k + j, g] = W[g, i] W[g, j] for i >= j in the support of gene g.
             genes, cols = torch.nonzero(nz, as_tuple=True)
             starts = torch.cumsum(deg, 0) - deg
             # all ordered pairs of a gene's nonzero columns
@@ -83,6 +87,8 @@ class _Curvature:
             pair_gene = genes[first]
             second = starts[pair_gene] + offs
             ci, cj = cols[first], cols[second]
+            low = ci >= cj  # the lower triangle only: the Cholesky factorisation reads no other
+            pair_gene, ci, cj = pair_gene[low], ci[low], cj[low]
             vals = weight[pair_gene, ci] * weight[pair_gene, cj]
             rows = ci * k + cj
             with warnings.catch_warnings():  # torch's "sparse CSR support is in beta" notice
@@ -100,18 +106,25 @@ class _Curvature:
 
 
 def _cholesky(h: torch.Tensor, lam: float) -> torch.Tensor:
-    k = h.shape[-1]
-    eye = torch.eye(k, dtype=h.dtype, device=h.device)
-    chol, info = torch.linalg.cholesky_ex(h + lam * eye)
+    """Lower Cholesky factors of ``h + lam I`` (batched; reads the lower triangle of
+    ``h`` only, and adds ``lam`` to its diagonal in place). Matrices that rounding
+    left indefinite are refactorised with more ridge."""
+    diag = h.diagonal(dim1=-2, dim2=-1)
+    diag.add_(lam)
+    chol, info = torch.linalg.cholesky_ex(h)
     bad = info != 0
     jitter = lam
-    while bool(bad.any()):  # rounding made a near-singular H indefinite: more ridge for those cells
-        jitter = max(jitter * 100, 1e-6 * float(h.diagonal(dim1=1, dim2=2).abs().mean().clamp(min=1e-12)))
-        chol_b, info_b = torch.linalg.cholesky_ex(h[bad] + jitter * eye)
-        chol[bad] = chol_b
-        bad_idx = torch.nonzero(bad).squeeze(1)
-        bad = torch.zeros_like(bad)
-        bad[bad_idx[info_b != 0]] = True
+    if bool(bad.any()):  # rounding made a near-singular H indefinite: more ridge for those cells
+        eye = torch.eye(h.shape[-1], dtype=h.dtype, device=h.device)
+        scale = float(diag.abs().mean().clamp(min=1e-12))
+        while bool(bad.any()):
+            extra = max(jitter * 100, 1e-6 * scale)
+            chol_b, info_b = torch.linalg.cholesky_ex(h[bad] + (extra - lam) * eye)
+            chol[bad] = chol_b
+            bad_idx = torch.nonzero(bad).squeeze(1)
+            bad = torch.zeros_like(bad)
+            bad[bad_idx[info_b != 0]] = True
+            jitter = extra
     return chol
 
 
@@ -127,9 +140,9 @@ def _woodbury_solve(
     of ``weight`` at the cell's ``extra`` genes (its active zeros), padded to ``r_max``."""
     vals, idx = extra.to(weight.dtype).topk(r_max, dim=1)
     u = weight[idx] * vals.unsqueeze(2)  # cells x r x k, zero rows for the padding
-    v = torch.linalg.solve_triangular(chol_p, u.mT, upper=False)  # cells x k x r
+    vy = torch.linalg.solve_triangular(chol_p, torch.cat([u.mT, rhs.unsqueeze(-1)], dim=2), upper=False)
+    v, y = vy[..., :r_max], vy[..., r_max:]  # L^-1 U', L^-1 rhs
     cap = v.mT @ v + torch.eye(r_max, dtype=weight.dtype, device=weight.device)
-    y = torch.linalg.solve_triangular(chol_p, rhs.unsqueeze(-1), upper=False)  # L^-1 rhs
     w = torch.cholesky_solve(v.mT @ y, torch.linalg.cholesky(cap))
     return torch.linalg.solve_triangular(chol_p.mT, y - v @ w, upper=True).squeeze(-1)
 
@@ -194,7 +207,7 @@ def solve_censored(
     k = weight.shape[1]
     gram = weight.T @ weight
     lam = ridge * float(gram.diagonal().mean().clamp(min=1e-12))
-    chol_g = _cholesky(gram.unsqueeze(0), lam)[0]
+    chol_g = _cholesky(gram.unsqueeze(0).clone(), lam)[0]
     curv = _Curvature(weight)
     if chunk_size is None:
         cells = _CHUNK_CELLS if dev.type == "cpu" else n_cells
