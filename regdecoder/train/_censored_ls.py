@@ -178,7 +178,8 @@ def solve_censored(
     bias
         ``genes`` bias, or None.
     z0
-        ``cells x k`` start; default the uncensored least-squares solution.
+        ``cells x k`` start. Default: the uncensored least-squares solution, then
+        a first step to the least-squares solution over the observed genes.
     max_iter
         Newton steps at most (per cell).
     tol
@@ -198,7 +199,7 @@ def solve_censored(
     -------
     ``(z, n_iter, info)``: latents (``cells x k``, weight's dtype and device), the
     largest number of Newton steps any cell took, and a dict of per-cell tensors:
-    ``loss`` (float64), ``n_iter``, ``converged`` (bool: stopped by rule i-iii, not by
+    ``loss`` (float64), ``n_iter`` (steps taken, the observed-set step included), ``converged`` (bool: stopped by rule i-iii, not by
     ``max_iter``), ``n_active`` (genes in the final active set), and ``se`` when
     asked.
     """
