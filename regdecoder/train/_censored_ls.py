@@ -1,0 +1,354 @@
+"""Exact censored least squares for the latents of a frozen one-layer ReLU decoder.
+
+For one cell with expression ``x`` (genes), weights ``W`` (genes x k) and bias ``b``,
+the latents minimise the censored loss
+
+    f(z) = sum_{x_g != 0} (x_g - p_g)^2 + sum_{x_g = 0} max(p_g, 0)^2,   p = W z + b,
+
+a convex, piecewise quadratic function of ``z``. At any ``z`` the *active set* is
+``A(z) = {g : x_g != 0 or p_g > 0}``; on the piece where ``A`` is fixed, ``f`` is the
+ordinary least-squares loss over the active genes, with target ``x_g`` (0 for an active
+zero). The solver is a semismooth Newton (primal active-set) method, batched over
+cells:
+
+* start: ``z0`` given, or the uncensored least-squares solution
+  ``z0 = (W'W + lam I)^-1 W'(x - b)`` (one Cholesky factor shared by all cells);
+* step: with ``r = 1_A (p - x)`` (residual on the active genes, ``f = |r|^2``), the
+  gradient ``W' r`` and the curvature ``H_A = W_A' W_A = sum_{g in A} w_g w_g'``, the
+  Newton step ``d = -(H_A + lam I)^-1 W' r`` lands exactly on the least-squares
+  solution over the active set ``A``;
+* first step (when ``z0`` is not given): the Newton step for the guess ``A = P``
+  (``P`` = observed, nonzero genes): least squares over the observed genes only. At
+  the solution only a few zeros are active (~1% of the genes in the benchmarks), so
+  this lands next to the final active set. Kept only where it lowers the loss;
+* curvature: ``H_P = W_P' W_P`` is assembled for a batch of cells as one sparse-dense
+  product (the genes' outer products ``w_g w_g'`` are sparse when ``W`` is masked) and
+  factorised once per cell by a batched Cholesky. Since ``P`` is always active,
+  ``H_A = H_P + U'U`` with ``U`` the rows of ``W`` at the cell's active zeros, and
+  later steps solve with ``H_A`` through the Woodbury identity on that one factor
+  (``r x r`` capacitance matrix, ``r`` = active zeros), never refactorising unless
+  ``r > k/2``;
+* globalisation: a backtracking (Armijo) line search ``t = 1, 1/2, ...`` per cell, so
+  the loss never increases;
+* stop (per cell): (i) the active set did not change over a full step (``t = 1``): the
+  new ``z`` minimises the least-squares loss on the piece it lies on, so it is the
+  exact minimiser (KKT holds up to rounding and the tiny ridge); or (ii) the relative
+  decrease of the loss over a step is at most ``tol``: ``f_old - f_new <= tol * f_old``
+  (or ``f_new == 0``); or (iii) the line search cannot decrease the loss any more
+  (rounding level); or ``max_iter`` steps. Converged cells leave the batch, so later
+  steps cost only the cells still changing.
+
+The optional standard errors use the curvature at the solution,
+``se_j = sqrt(sigma^2 [H_A^-1]_jj)`` with ``sigma^2 = f / (|A| - k)`` (NaN when
+``|A| <= k`` or when latent ``j`` has no active gene).
+
+Pure torch; no anndata or numpy.
+"""
+
+from __future__ import annotations
+
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+_CHUNK_ELEMENTS = 2**25  # bound on a temporary (cells x genes) block
+_H_ELEMENTS = 2**24  # bound on the (cells x k x k) curvature stack of a chunk
+_CHUNK_CELLS = 128  # on the CPU: batched Cholesky and the sparse assembly are fastest on small batches
+_WOODBURY_RANK = 0.5  # active zeros (as a fraction of k) up to which a step reuses the observed factor
+_SPARSE_FRACTION = 0.3  # outer-product table denser than this: dense assembly
+
+
+class _Curvature:
+    """Assembles ``H_c = sum_g a[c, g] w_g w_g'`` for a batch of cells.
+
+    With a sparse outer-product table only the lower triangle is filled (the upper is
+    zero): every consumer is a Cholesky factorisation, which reads the lower triangle.
+    """
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        n, k = weight.shape
+        self.k = k
+        nz = weight != 0
+        deg = nz.sum(1)
+        nnz = int((deg * deg).sum())
+        self.sparse = nnz <= _SPARSE_FRACTION * n * k * k
+        self.weight = weight
+        if self.sparse:
+            # Q (k*k x n): Q[i*k + j, g] = W[g, i] W[g, j] for i >= j in the support of gene g.
+            genes, cols = torch.nonzero(nz, as_tuple=True)
+            starts = torch.cumsum(deg, 0) - deg
+            # all ordered pairs of a gene's nonzero columns
+            first = torch.repeat_interleave(torch.arange(genes.numel(), device=weight.device), deg[genes])
+            # for entry e = (gene g, position u) pair it with every position v of the same gene
+            offs = torch.arange(first.numel(), device=weight.device) - torch.repeat_interleave(
+                (torch.cumsum(deg[genes], 0) - deg[genes]), deg[genes]
+            )
+            pair_gene = genes[first]
+            second = starts[pair_gene] + offs
+            ci, cj = cols[first], cols[second]
+            low = ci >= cj  # the lower triangle only: the Cholesky factorisation reads no other
+            pair_gene, ci, cj = pair_gene[low], ci[low], cj[low]
+            vals = weight[pair_gene, ci] * weight[pair_gene, cj]
+            rows = ci * k + cj
+            with warnings.catch_warnings():  # torch's "sparse CSR support is in beta" notice
+                warnings.simplefilter("ignore", UserWarning)
+                q = torch.sparse_coo_tensor(
+                    torch.stack([rows, pair_gene]), vals, (k * k, n), device=weight.device, check_invariants=False
+                )
+                self.q = q.coalesce().to_sparse_csr()
+
+    def __call__(self, active: torch.Tensor) -> torch.Tensor:
+        a = active.to(self.weight.dtype)
+        if self.sparse:
+            return torch.sparse.mm(self.q, a.T).T.reshape(a.shape[0], self.k, self.k)
+        return (a.unsqueeze(2) * self.weight).mT @ self.weight
+
+
+def _cholesky(h: torch.Tensor, lam: float) -> torch.Tensor:
+    """Lower Cholesky factors of ``h + lam I`` (batched; reads the lower triangle of
+    ``h`` only, and adds ``lam`` to its diagonal in place). Matrices that rounding
+    left indefinite are refactorised with more ridge."""
+    diag = h.diagonal(dim1=-2, dim2=-1)
+    diag.add_(lam)
+    chol, info = torch.linalg.cholesky_ex(h)
+    bad = info != 0
+    jitter = lam
+    if bool(bad.any()):  # rounding made a near-singular H indefinite: more ridge for those cells
+        eye = torch.eye(h.shape[-1], dtype=h.dtype, device=h.device)
+        scale = float(diag.abs().mean().clamp(min=1e-12))
+        while bool(bad.any()):
+            extra = max(jitter * 100, 1e-6 * scale)
+            chol_b, info_b = torch.linalg.cholesky_ex(h[bad] + (extra - lam) * eye)
+            chol[bad] = chol_b
+            bad_idx = torch.nonzero(bad).squeeze(1)
+            bad = torch.zeros_like(bad)
+            bad[bad_idx[info_b != 0]] = True
+            jitter = extra
+    return chol
+
+
+def _chol_solve(chol: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    y = torch.linalg.solve_triangular(chol, rhs.unsqueeze(-1), upper=False)
+    return torch.linalg.solve_triangular(chol.mT, y, upper=True).squeeze(-1)
+
+
+def _woodbury_solve(
+    chol_p: torch.Tensor, weight: torch.Tensor, extra: torch.Tensor, r_max: int, rhs: torch.Tensor
+) -> torch.Tensor:
+    """``(L L' + U'U)^-1 rhs`` per cell, ``L L'`` the observed-set factor and ``U`` the rows
+    of ``weight`` at the cell's ``extra`` genes (its active zeros), padded to ``r_max``."""
+    vals, idx = extra.to(weight.dtype).topk(r_max, dim=1)
+    u = weight[idx] * vals.unsqueeze(2)  # cells x r x k, zero rows for the padding
+    vy = torch.linalg.solve_triangular(chol_p, torch.cat([u.mT, rhs.unsqueeze(-1)], dim=2), upper=False)
+    v, y = vy[..., :r_max], vy[..., r_max:]  # L^-1 U', L^-1 rhs
+    cap = v.mT @ v + torch.eye(r_max, dtype=weight.dtype, device=weight.device)
+    w = torch.cholesky_solve(v.mT @ y, torch.linalg.cholesky(cap))
+    return torch.linalg.solve_triangular(chol_p.mT, y - v @ w, upper=True).squeeze(-1)
+
+
+def _loss(xc: torch.Tensor, obs: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Active set and per-cell loss (accumulated in float64)."""
+    active = obs | (p > 0)
+    r = torch.where(active, p - xc, torch.zeros((), dtype=p.dtype, device=p.device))
+    return active, (r * r).sum(1, dtype=torch.float64)
+
+
+@torch.no_grad()
+def solve_censored(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    z0: torch.Tensor | None = None,
+    max_iter: int = 50,
+    tol: float = 1e-6,
+    ridge: float = 1e-6,
+    return_se: bool = False,
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, int, dict]:
+    """Per-cell minimiser of the censored loss for a frozen decoder (semismooth Newton).
+
+    Parameters
+    ----------
+    x
+        ``cells x genes`` data; zeros are censored (they only say ``p <= 0``).
+    weight
+        ``genes x k`` dense weights (zero off the mask).
+    bias
+        ``genes`` bias, or None.
+    z0
+        ``cells x k`` start. Default: the uncensored least-squares solution, then
+        a first step to the least-squares solution over the observed genes.
+    max_iter
+        Newton steps at most (per cell).
+    tol
+        Stop a cell once a step decreases its loss by at most ``tol`` times the loss
+        (in addition to the exact stop: the active set unchanged by a full step).
+    ridge
+        ``lam = ridge * mean(diag(W'W))`` is added to every curvature matrix.
+    return_se
+        Also return per-cell, per-latent standard errors in ``info['se']``.
+    chunk_size
+        Cells per batch (default: 128 on the CPU, else a bound on the temporaries'
+        size). With ``torch.get_num_threads() > 1`` on the CPU, chunks run in
+        parallel threads, each with one intra-op thread; the result does not depend
+        on the thread count.
+
+    Returns
+    -------
+    ``(z, n_iter, info)``: latents (``cells x k``, weight's dtype and device), the
+    largest number of Newton steps any cell took, and a dict of per-cell tensors:
+    ``loss`` (float64), ``n_iter`` (steps taken, the observed-set step included), ``converged`` (bool: stopped by rule i-iii, not by
+    ``max_iter``), ``n_active`` (genes in the final active set), and ``se`` when
+    asked.
+    """
+    dev, dt = weight.device, weight.dtype
+    n_cells, n_genes = x.shape
+    k = weight.shape[1]
+    gram = weight.T @ weight
+    lam = ridge * float(gram.diagonal().mean().clamp(min=1e-12))
+    chol_g = _cholesky(gram.unsqueeze(0).clone(), lam)[0]
+    curv = _Curvature(weight)
+    if chunk_size is None:
+        cells = _CHUNK_CELLS if dev.type == "cpu" else n_cells
+        chunk_size = max(1, min(cells, _CHUNK_ELEMENTS // max(1, n_genes), _H_ELEMENTS // max(1, k * k)))
+
+    z_out = torch.empty(n_cells, k, dtype=dt, device=dev)
+    loss_out = torch.empty(n_cells, dtype=torch.float64, device=dev)
+    iters_out = torch.zeros(n_cells, dtype=torch.long, device=dev)
+    conv_out = torch.zeros(n_cells, dtype=torch.bool, device=dev)
+    nact_out = torch.zeros(n_cells, dtype=torch.long, device=dev)
+    se_out = torch.full((n_cells, k), float("nan"), dtype=dt, device=dev) if return_se else None
+    zero = torch.zeros((), dtype=dt, device=dev)
+
+    def chunk(s: int) -> None:
+        xc = x[s : s + chunk_size].to(device=dev, dtype=dt)
+        nc = xc.shape[0]
+        obs = xc != 0
+        if z0 is None:
+            xb = xc if bias is None else xc - bias
+            z = torch.cholesky_solve((xb @ weight).T, chol_g).T.contiguous()
+        else:
+            z = z0[s : s + nc].to(device=dev, dtype=dt).clone()
+        p = z @ weight.T
+        if bias is not None:
+            p = p + bias
+        active, f = _loss(xc, obs, p)
+        iters = torch.zeros(nc, dtype=torch.long, device=dev)
+        conv = torch.zeros(nc, dtype=torch.bool, device=dev)
+        # Curvature of the observed genes (always active): later steps add the few
+        # active zeros to it by a Woodbury update instead of a new factorisation.
+        chol_p = _cholesky(curv(obs), lam) if max_iter > 0 else None
+        if z0 is None and max_iter > 0:
+            # First step: least squares over the observed (nonzero) genes only, i.e. the
+            # Newton step for the guess "no zero is active". At the solution only a few
+            # zeros are active, so this lands next to the final active set. Kept only
+            # where it lowers the loss.
+            d = -_chol_solve(chol_p, torch.where(obs, p - xc, zero) @ weight)
+            q = d @ weight.T
+            a1, f1 = _loss(xc, obs, p + q)
+            better = f1 <= f
+            bc = better.unsqueeze(1)
+            z = torch.where(bc, z + d, z)
+            p = torch.where(bc, p + q, p)
+            active, f = torch.where(bc, a1, active), torch.where(better, f1, f)
+            iters += 1
+            conv = better & ((a1 == obs).all(1) | (f1 <= 0))
+        # Newton steps on the cells not done yet; the state is compacted to those cells.
+        ids = torch.nonzero(~conv).squeeze(1)
+        zl, pl, al, fl, xl, ol = z[ids], p[ids], active[ids], f[ids], xc[ids], obs[ids]
+        cl = chol_p[ids] if chol_p is not None else None
+        for _ in range(max_iter - int(z0 is None)):
+            if ids.numel() == 0:
+                break
+            grad = torch.where(al, pl - xl, zero) @ weight  # half the gradient
+            extra = al & ~ol  # active zeros
+            r_max = int(extra.sum(1).max())
+            if r_max == 0:
+                d = -_chol_solve(cl, grad)
+            elif r_max <= k * _WOODBURY_RANK:
+                d = -_woodbury_solve(cl, weight, extra, r_max, grad)
+            else:
+                d = -_chol_solve(_cholesky(curv(al), lam), grad)
+            q = d @ weight.T
+            slope = 2.0 * (grad * d).sum(1, dtype=torch.float64)  # directional derivative (< 0)
+            t = torch.ones(ids.numel(), dtype=torch.float64, device=dev)
+            a_new, f_new = _loss(xl, ol, pl + q)
+            ok = f_new <= fl + 1e-4 * slope
+            stalled = torch.zeros_like(ok)
+            for _bt in range(30):  # backtracking, only for the cells that need it
+                todo = torch.nonzero(~ok & ~stalled).squeeze(1)
+                if todo.numel() == 0:
+                    break
+                t[todo] *= 0.5
+                tt = t[todo].to(dt).unsqueeze(1)
+                ab, fb = _loss(xl[todo], ol[todo], pl[todo] + tt * q[todo])
+                a_new[todo], f_new[todo] = ab, fb
+                ok[todo] = fb <= fl[todo] + 1e-4 * t[todo] * slope[todo]
+                stalled[todo] = ~ok[todo] & (t[todo] < 2**-20)
+            # A stalled cell (no decrease at rounding level) keeps its point.
+            step = torch.where(stalled, torch.zeros_like(t), t).to(dt).unsqueeze(1)
+            zl = zl + step * d
+            pl = pl + step * q
+            keep = stalled.unsqueeze(1)
+            exact = (t == 1) & (a_new == al).all(1)
+            al = torch.where(keep, al, a_new)
+            f_new = torch.where(stalled, fl, f_new)
+            small = (fl - f_new) <= tol * fl
+            fl = f_new
+            iters[ids] += 1
+            done = exact | small | stalled | (f_new <= 0)
+            if bool(done.any()):
+                fin = ids[done]
+                z[fin], p[fin], active[fin], f[fin] = zl[done], pl[done], al[done], fl[done]
+                conv[fin] = True
+                go = ~done
+                ids, zl, pl, al, fl, xl, ol, cl = (v[go] for v in (ids, zl, pl, al, fl, xl, ol, cl))
+        if ids.numel():  # max_iter reached
+            z[ids], p[ids], active[ids], f[ids] = zl, pl, al, fl
+        z_out[s : s + nc] = z
+        loss_out[s : s + nc] = f
+        iters_out[s : s + nc] = iters
+        conv_out[s : s + nc] = conv
+        nact_out[s : s + nc] = active.sum(1)
+        if return_se:
+            h = curv(active)
+            has = h.diagonal(dim1=1, dim2=2) > 0
+            chol = _cholesky(h, lam)
+            eye = torch.eye(k, dtype=dt, device=dev).expand(nc, k, k)
+            inv_l = torch.linalg.solve_triangular(chol, eye, upper=False)
+            diag_inv = (inv_l * inv_l).sum(1)  # diag(H^-1) = column sums of L^-1 squared
+            dof = (active.sum(1) - k).to(torch.float64)
+            sigma2 = torch.where(dof > 0, f / dof.clamp(min=1), torch.full_like(f, float("nan"))).to(dt)
+            se = (diag_inv * sigma2.unsqueeze(1)).sqrt()
+            se_out[s : s + nc] = torch.where(has, se, torch.full_like(se, float("nan")))
+
+    starts = list(range(0, n_cells, chunk_size))
+    n_threads = torch.get_num_threads() if dev.type == "cpu" else 1
+    if n_threads > 1:
+        # Each chunk on one intra-op thread, chunks in parallel: the steps are many
+        # small batched ops, whose intra-op parallel regions cost more than they bring
+        # (and are ruinous on a loaded machine).
+        def work(s: int) -> None:
+            torch.set_num_threads(1)
+            chunk(s)
+
+        torch.set_num_threads(1)
+        try:
+            if len(starts) > 1:
+                with ThreadPoolExecutor(max_workers=n_threads) as pool:
+                    list(pool.map(work, starts))
+            else:
+                for s in starts:
+                    chunk(s)
+        finally:
+            torch.set_num_threads(n_threads)
+    else:
+        for s in starts:
+            chunk(s)
+
+    info = {"loss": loss_out, "n_iter": iters_out, "converged": conv_out, "n_active": nact_out}
+    if return_se:
+        info["se"] = se_out
+    return z_out, int(iters_out.max()) if n_cells else 0, info
