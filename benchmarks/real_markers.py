@@ -146,7 +146,7 @@ class Fitted:
 
     activities: callable  # AnnData -> DataFrame (cells x latents)
     train_activities: pd.DataFrame | None = None
-    decode: callable | None = None  # DataFrame (cells x latents) -> ndarray (cells x genes)
+    decode: callable | None = None  # AnnData of new cells -> ndarray (cells x genes), the model's prediction
     weights: pd.DataFrame | None = None  # genes x latents
     info: dict = field(default_factory=dict)
 
@@ -191,8 +191,13 @@ class RegDecoder(Method):
             rd.tl.infer(b, model)
             return obsm_frame(b, "regdecoder")
 
-        def decode(zf):
-            return model.decode(zf.to_numpy(dtype=np.float32))
+        def decode(new):
+            # Latents in decoder space: obsm[key + '_z'] when the package stores a statistic
+            # (e.g. a t-value) in obsm[key], else obsm[key] itself.
+            b = new.copy()
+            rd.tl.infer(b, model)
+            key = "regdecoder_z" if "regdecoder_z" in b.obsm else "regdecoder"
+            return model.decode(np.asarray(b.obsm[key], dtype=np.float32))
 
         hist = ad.uns["regdecoder"].get("history", {})
         info = {"epochs": len(hist.get("loss", [])) if isinstance(hist, dict) else None}
@@ -346,8 +351,7 @@ def evaluate(method: Method, adata, net: pd.DataFrame, *, quick: bool = False) -
         tr = split(adata.n_obs, 0.8, seed=7)
         te = np.setdiff1d(np.arange(adata.n_obs), tr)
         ft = method.fit(adata[tr].copy(), net, seed=0)
-        zt = ft.activities(adata[te].copy())
-        pred = ft.decode(zt)
+        pred = ft.decode(adata[te].copy())
         x_tr, x_te = adata.X[tr], adata.X[te]
         base = x_tr.mean(0)
         targeted = adata.var_names.isin(set(net["target"]))
