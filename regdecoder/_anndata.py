@@ -383,6 +383,12 @@ def check_key(adata: AnnData, key: str, where: str = "obsm", hint: str = "rd.tl.
         raise KeyError(msg)
 
 
+def decoder_latents_key(adata: AnnData, key: str) -> str:
+    """Where the decoder's latents are: ``obsm[key + '_z']`` when the call that wrote ``key``
+    reported other activities in ``obsm[key]`` (marginal t-values), else ``obsm[key]``."""
+    return key + "_z" if key + "_z" in adata.obsm else key
+
+
 def latents(
     adata: AnnData, key: str = "regdecoder", hint: str = "rd.tl.fit_decoder", *, unnamed: bool = False
 ) -> pd.DataFrame:
@@ -447,6 +453,10 @@ def check_free(adata: AnnData, key: str, *, by: str) -> None:
         raise ValueError(msg)
 
 
+#: What a call writes beside ``obsm[key]``.
+_SUFFIXES = ("_z", "_z_se", "_pvals")
+
+
 def h5ad_safe(d: dict) -> dict:
     """A dict writable to h5ad: None as 'None', sequences as arrays, nested dicts likewise."""
     out = {}
@@ -470,6 +480,7 @@ def write(
     latent_names: Sequence[str],
     params: dict,
     weights: np.ndarray | None = None,
+    obsm: dict | None = None,
     **fields,
 ) -> None:
     """The one writer of results: ``obsm[key]``, ``varm[key + '_weights']`` and ``uns[key]``.
@@ -478,13 +489,24 @@ def write(
     latent names as columns (so the names travel with ``obsm``; scanpy's ``use_rep=``
     takes it); ``uns[key]`` holds ``latent_names``, ``params`` and the other ``fields``
     (history, load, orientation...).
-    A previous ``varm[key + '_weights']`` is removed when this call writes no weights, so
-    the three always describe the same call.
+    ``obsm`` adds more cells x latents tables under their own keys (``key + '_z'``...).
+    Tables a previous call wrote under ``key``'s suffixes (``_weights``, ``_z``,
+    ``_z_se``, ``_pvals``) and this call does not are removed, so what is under ``key``
+    always describes one call.
     """
-    if isinstance(z, torch.Tensor):
-        z = z.detach().cpu().numpy()
     names = list(map(str, latent_names))
-    adata.obsm[key] = pd.DataFrame(np.asarray(z, dtype=np.float32), index=adata.obs_names, columns=names)
+
+    def frame(a) -> pd.DataFrame:
+        a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+        return pd.DataFrame(a.astype(np.float32, copy=False), index=adata.obs_names, columns=names)
+
+    adata.obsm[key] = frame(z)
+    extra = {k: frame(v) for k, v in (obsm or {}).items()}
+    for suffix in _SUFFIXES:
+        if key + suffix in adata.obsm and key + suffix not in extra:
+            del adata.obsm[key + suffix]
+    for k, v in extra.items():
+        adata.obsm[k] = v
     wkey = key + "_weights"
     if weights is not None:
         adata.varm[wkey] = np.asarray(weights, dtype=np.float32)
@@ -492,7 +514,9 @@ def write(
         del adata.varm[wkey]
     uns = {"latent_names": np.asarray(names, dtype=object), "params": h5ad_safe(params)}
     for name, value in fields.items():
-        if isinstance(value, dict):
+        if isinstance(value, pd.DataFrame):
+            pass
+        elif isinstance(value, dict):
             value = h5ad_safe(value)
         elif isinstance(value, (list, tuple)):
             value = np.asarray(value, dtype=object if value and isinstance(value[0], str) else None)

@@ -3,16 +3,46 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+from scipy import stats
 
 from .._anndata import check_key, latents
 
+_STATISTICS = {"activity": "", "pvals": "_pvals", "z": "_z", "z_se": "_z_se"}
 
-def activities(adata: AnnData, key: str = "regdecoder") -> AnnData:
-    """The latents in ``obsm[key]`` as a new AnnData (cells x TFs), with ``adata.obs`` copied.
+
+def activities(adata: AnnData, key: str = "regdecoder", *, statistic: str = "activity") -> AnnData:
+    """Activities (or their uncertainty) as a new AnnData (cells x TFs), ``adata.obs`` copied.
 
     Ready for ``sc.pl.matrixplot``, ``sc.tl.rank_genes_groups`` or a UMAP on activities.
+
+    Parameters
+    ----------
+    adata
+        Cells fitted by :func:`regdecoder.tl.fit_decoder` or :func:`regdecoder.tl.infer`.
+    key
+        Where they wrote their results.
+    statistic
+        ``'activity'``: ``obsm[key]`` (with a network: each TF's marginal t-value);
+        ``'pvals'``: its two-sided p-values; ``'z'``: the decoder's latents;
+        ``'z_se'``: their standard errors (curvature of the censored loss at the
+        solution); ``'z_t'``: ``z / z_se``; ``'z_pvals'``: two-sided normal p-values of
+        ``z_t`` (as decoupler's mlm reports for its coefficients).
+
+    Raises
+    ------
+    KeyError
+        The results are missing (names the call to run).
+    ValueError
+        An unknown ``statistic``, or an array without TF names.
     """
-    z = latents(adata, key)
+    if statistic in ("z_t", "z_pvals"):
+        zt = latents(adata, key + "_z") / latents(adata, key + "_z_se")
+        z = zt if statistic == "z_t" else pd.DataFrame(2 * stats.norm.sf(np.abs(zt)), zt.index, zt.columns)
+    elif statistic in _STATISTICS:
+        z = latents(adata, key + _STATISTICS[statistic])
+    else:
+        msg = f"`statistic` must be one of {[*_STATISTICS, 'z_t', 'z_pvals']}, got {statistic!r}."
+        raise ValueError(msg)
     return AnnData(
         X=z.to_numpy(dtype=np.float32, copy=True),
         obs=adata.obs.copy(),

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._anndata import check_key, latents, read
+from .._anndata import check_key, decoder_latents_key, latents, read
 from ._pcc import match_factors, mse, pearson_columns
 
 
@@ -19,7 +19,7 @@ def _truth(adata: AnnData, truth: str) -> pd.DataFrame:
 
 
 def recovery(
-    adata: AnnData, key: str = "regdecoder", *, truth: str = "tf_activity", match: str = "auto"
+    adata: AnnData, key: str = "regdecoder", *, truth: str = "tf_activity", match: str = "auto", use: str = "latents"
 ) -> pd.DataFrame:
     """Per-factor recovery of the true activities by the learned latents.
 
@@ -37,6 +37,10 @@ def recovery(
         latents are TFs). ``'hungarian'``: one-to-one assignment maximising |PCC|,
         sign allowed (unmasked decoders). ``'auto'``: by name when every latent name
         is a factor name, else Hungarian.
+    use
+        ``'latents'`` (default): the decoder's latents, ``obsm[key + '_z']`` where the fit
+        wrote them beside other activities (else ``obsm[key]``); ``'activities'``:
+        ``obsm[key]`` itself (e.g. the marginal t-values).
 
     Returns
     -------
@@ -44,7 +48,10 @@ def recovery(
     (signed Pearson correlation), ``abs_pcc``. Factors without a latent (e.g. TFs
     dropped by ``tmin``) get NaN. Summary: ``df.pcc.mean()``.
     """
-    z = latents(adata, key, unnamed=True)
+    if use not in ("latents", "activities"):
+        msg = f"`use` must be 'latents' or 'activities', got {use!r}."
+        raise ValueError(msg)
+    z = latents(adata, decoder_latents_key(adata, key) if use == "latents" else key, unnamed=True)
     t = _truth(adata, truth)
     if match == "auto":
         match = "name" if set(z.columns) <= set(t.columns) else "hungarian"
@@ -75,7 +82,8 @@ def reconstruction_error(
     adata: AnnData, model, key: str = "regdecoder", *, layer: str | None = None, use_raw: bool = False
 ) -> float:
     """Mean squared error between the expression (in the model's gene order) and the
-    model's decoding of ``obsm[key]`` (a :class:`~regdecoder.tl.Model`)."""
+    model's decoding (a :class:`~regdecoder.tl.Model`) of the latents under ``key``
+    (``obsm[key + '_z']`` where written, else ``obsm[key]``)."""
     check_key(adata, key)
     x = read(adata, layer=layer, use_raw=use_raw, genes=model.var_names).dense().numpy()
-    return mse(x, model.decode(np.asarray(adata.obsm[key])))
+    return mse(x, model.decode(np.asarray(adata.obsm[decoder_latents_key(adata, key)])))

@@ -7,7 +7,7 @@ import numpy as np
 from anndata import AnnData
 from matplotlib.ticker import MaxNLocator
 
-from .._anndata import check_key, latents
+from .._anndata import check_key, decoder_latents_key, latents
 from ..metrics import recovery as _recovery
 from ..metrics._recovery import _truth
 
@@ -66,7 +66,7 @@ def recovery(
         Show the figure, or return it.
     """
     table = _recovery(adata, key, truth=truth, match=match).dropna(subset=["pcc"])
-    z = latents(adata, key)
+    z = latents(adata, decoder_latents_key(adata, key))
     t = _truth(adata, truth)
     if tfs is None:
         ranked = table.sort_values("pcc", ascending=False).index

@@ -9,11 +9,14 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from .._anndata import unique_genes
 from ..datasets._collectri import read_net
 
 logger = logging.getLogger("regdecoder")
+
+_COLLINEAR = ("merge", "drop", "keep")
 
 
 @dataclass
@@ -45,6 +48,7 @@ class PriorNet:
     prior: np.ndarray | None
     n_genes: int
     dropped: list[str] = field(default_factory=list)
+    collinear: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def n_latent(self) -> int:
@@ -57,6 +61,113 @@ class PriorNet:
         sign = np.zeros((self.n_genes, self.n_latent), dtype=np.float32)
         sign[self.rows, self.cols] = self.prior
         return sign
+
+    def similarity(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Latent x latent Jaccard indices and containments (fraction of row's targets in
+        column's) of the target sets (-1 on the diagonal), and the target counts."""
+        b = sparse.csc_matrix((np.ones(len(self.rows)), (self.rows, self.cols)), shape=(self.n_genes, self.n_latent))
+        inter = (b.T @ b).toarray()
+        size = np.diag(inter).copy()
+        union = size[:, None] + size[None, :] - inter
+        jac = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+        cont = inter / np.maximum(size[:, None], 1)
+        np.fill_diagonal(jac, -1.0)
+        np.fill_diagonal(cont, -1.0)
+        return jac, cont, size
+
+    def overlap(self) -> pd.DataFrame:
+        """Per latent: targets among the genes, the largest Jaccard index with another latent's
+        target set (and which), and the largest fraction of its targets inside another's
+        (``max_containment``, 1 = nested: the activity is only weakly identified)."""
+        m = self.n_latent
+        jac, cont, size = self.similarity()
+        names = np.asarray(self.latent_names, dtype=object)
+        if m > 1:
+            j_arg, c_arg = jac.argmax(1), cont.argmax(1)
+            j_max, c_max = jac[np.arange(m), j_arg], cont[np.arange(m), c_arg]
+            similar, contained = names[j_arg], names[c_arg]
+        else:
+            j_max = c_max = np.zeros(m)
+            similar = contained = np.asarray([""] * m, dtype=object)
+        return pd.DataFrame(
+            {
+                "n_targets": size.astype(int),
+                "max_jaccard": j_max,
+                "most_similar": similar,
+                "max_containment": c_max,
+                "contained_in": contained,
+            },
+            index=pd.Index(self.latent_names, name="source"),
+        )
+
+    def resolve_identical(self, how: str = "merge") -> PriorNet:
+        """Latents whose regulons are identical among the genes (same targets, same signs)
+        cannot be told apart: any mix of their activities fits equally well.
+
+        ``how='merge'``: each group becomes one latent named by joining the sorted TF names
+        with ``'|'``; ``'drop'``: the group's first TF (by name) stays, the others go;
+        ``'keep'``: nothing changes. Groups found are listed in ``collinear`` and logged
+        in one warning.
+        """
+        if how not in _COLLINEAR:
+            msg = f"`collinear` must be one of {_COLLINEAR}, got {how!r}."
+            raise ValueError(msg)
+        sign = np.ones(len(self.rows)) if self.prior is None else self.prior
+        keys: dict[tuple, list[int]] = {}
+        for j in range(self.n_latent):
+            sel = self.cols == j
+            order = np.argsort(self.rows[sel])
+            key = (tuple(self.rows[sel][order]), tuple(sign[sel][order]))
+            keys.setdefault(key, []).append(j)
+        groups = [g for g in keys.values() if len(g) > 1]
+        if not groups:
+            return self
+        names = np.asarray(self.latent_names, dtype=object)
+        listed = {"|".join(sorted(names[g])): sorted(names[g]) for g in groups}
+        logger.warning(
+            "%d group(s) of TFs have identical regulons among these genes, so their activities cannot be told "
+            "apart: %s. %s (collinear=%r; 'merge', 'drop' or 'keep').",
+            len(groups),
+            "; ".join(listed)[:300],
+            {"merge": "Each group is fitted as one latent named A|B|...", "drop": "Only the first TF of each is kept",
+             "keep": "They are kept as they are, and their activities split arbitrarily"}[how],
+            how,
+        )  # fmt: skip
+        if how == "keep":
+            return replace(self, collinear=listed)
+        new_col = np.arange(self.n_latent)
+        keep = np.ones(self.n_latent, dtype=bool)
+        new_names = list(self.latent_names)
+        for g in groups:
+            g = sorted(g, key=lambda j: self.latent_names[j])
+            keep[g[1:]] = False
+            new_col[g[1:]] = g[0]
+            if how == "merge":
+                new_names[g[0]] = "|".join(self.latent_names[j] for j in g)
+        edge_keep = keep[self.cols]
+        remap = np.cumsum(keep) - 1
+        edges = self.edges
+        if how == "merge":
+            rename = {self.latent_names[j]: new_names[new_col[j]] for j in range(self.n_latent)}
+            edges = edges.assign(source=edges["source"].map(rename)).drop_duplicates(["source", "target"])
+        else:
+            edges = edges[edges["source"].isin([n for n, k in zip(self.latent_names, keep, strict=True) if k])]
+        return replace(
+            self,
+            edges=edges.reset_index(drop=True),
+            latent_names=[n for n, k in zip(new_names, keep, strict=True) if k],
+            rows=self.rows[edge_keep],
+            cols=remap[self.cols[edge_keep]],
+            prior=None if self.prior is None else self.prior[edge_keep],
+            collinear=listed,
+        )
+
+    def median_load(self, n_obs: int) -> float:
+        """Median over targeted genes of ``N / (k_g + 1)``: cells per free parameter of a gene's
+        weights (``k_g`` regulators and its bias)."""
+        deg = np.bincount(self.rows, minlength=self.n_genes)
+        deg = deg[deg > 0]
+        return float(np.median(n_obs / (deg + 1))) if deg.size else float("inf")
 
     def with_extra(self, n_extra: int) -> PriorNet:
         """This network plus ``n_extra`` unannotated latents (``extra_0``...) connected to

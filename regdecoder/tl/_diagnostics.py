@@ -83,25 +83,13 @@ def net_diagnostics(
     var_names = list(map(str, adata.var_names))
     full = prepare_net(net, var_names, source=source, target=target, weight=weight, tmin=1).edges
     prior = prepare_net(net, var_names, source=source, target=target, weight=weight, tmin=tmin)
-    used, tf_names, rows, cols = prior.edges, prior.latent_names, prior.rows, prior.cols
+    used, tf_names, rows = prior.edges, prior.latent_names, prior.rows
     net_counts = _net_counts(net, source, target)
     n_cells, n_genes, m = adata.n_obs, len(var_names), len(tf_names)
-    b = sparse.csc_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_genes, m))
-    inter = (b.T @ b).toarray()
-    size = np.diag(inter).copy()
-    union = size[:, None] + size[None, :] - inter
-    jac = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
-    cont = inter / np.maximum(size[:, None], 1)
-    np.fill_diagonal(jac, -1.0)
-    np.fill_diagonal(cont, -1.0)
-    names = np.asarray(tf_names, dtype=object)
-    if m > 1:
-        j_arg, c_arg = jac.argmax(1), cont.argmax(1)
-        j_max, c_max = jac[np.arange(m), j_arg], cont[np.arange(m), c_arg]
-        similar, contained = names[j_arg], names[c_arg]
-    else:
-        j_max = c_max = np.zeros(m)
-        similar = contained = np.asarray([""] * m, dtype=object)
+    ov = prior.overlap()
+    size, j_max, c_max = (ov[c].to_numpy() for c in ("n_targets", "max_jaccard", "max_containment"))
+    similar, contained = ov["most_similar"].to_numpy(), ov["contained_in"].to_numpy()
+    jac = prior.similarity()[0]
     collinear = j_max >= max_jaccard
     group = _groups(jac >= max_jaccard)
     group[~collinear] = -1

@@ -25,7 +25,10 @@ def _fit_worker(filename: str, layer: str | None, kwargs: dict, model_path: str)
         if world()[0] != 0:
             return None
         model.save(model_path)
-        out = {"obsm": adata.obsm[key], "uns": adata.uns[key]}
+        out = {
+            "obsm": {k: adata.obsm[k] for k in adata.obsm if k == key or k.startswith(key + "_")},
+            "uns": adata.uns[key],
+        }
         if key + "_weights" in adata.varm:
             out["varm"] = adata.varm[key + "_weights"]
         return out
@@ -112,7 +115,8 @@ def fit_decoder_distributed(
         )  # fmt: skip
         model = Model.load(model_path)
     out = results[0]
-    adata.obsm[key] = out["obsm"]
+    for k, v in out["obsm"].items():
+        adata.obsm[k] = v.set_axis(adata.obs_names, axis=0)
     if "varm" in out:
         adata.varm[key + "_weights"] = out["varm"]
     adata.uns[key] = out["uns"]

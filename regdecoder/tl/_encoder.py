@@ -152,7 +152,7 @@ def fit_encoder(
                 "Run `rd.tl.fit_decoder` (or `rd.tl.infer`) on these cells first, or pass `latent_key=`."
             )
             raise KeyError(msg)
-        zt = np.asarray(adata.obsm[latent_key], dtype=np.float32)
+        zt = np.asarray(adata.obsm[_anndata.decoder_latents_key(adata, latent_key)], dtype=np.float32)
         names = adata.uns.get(latent_key, {}).get("latent_names")
         if zt.shape != (adata.n_obs, model.config.n_latent) or (
             names is not None and list(map(str, names)) != model.latent_names
@@ -172,7 +172,8 @@ def fit_encoder(
     )  # fmt: skip
     result = Model(
         model.decoder, var_names=model.var_names, latent_names=model.latent_names, orientation=model.orientation,
-        z_mean=model.z_mean, history=history, library_ref=model.library_ref, encoder=encoder, kind="encoder",
+        z_mean=model.z_mean, history=history, library_ref=model.library_ref, gene_mean=model.gene_mean,
+        encoder=encoder, kind="encoder",
         key=key_added, n_obs=len(x),
     )  # fmt: skip
     params = {

@@ -22,6 +22,7 @@ from ..pp._net import PriorNet, prepare_net
 from ..train import INFER_ALS, INFER_GRADIENT, fit, orient_decoder, resolve_device, resolve_recipe
 from ..train import infer as infer_latents
 from ..train._fit import seeded_module, size_factor_reference
+from ..train._score import exact_latents, marginal_t
 from ..train._source import gather_rows, world
 from ._model import Model
 
@@ -37,6 +38,7 @@ class _Spec:
     latent_names: list[str]
     recipe: object
     soft_mask: float
+    fixed_weights: bool
 
     def decoder(self, seed: int, device: torch.device) -> Decoder:
         rows = cols = None
@@ -44,13 +46,57 @@ class _Spec:
             rows, cols = torch.as_tensor(self.prior.rows), torch.as_tensor(self.prior.cols)
         return seeded_module(Decoder, self.config, rows, cols, seed=seed, device=device)
 
+    def params(self, *, tmin, n_extra, collinear, **given) -> dict:
+        """Every setting that changed the result (for ``uns[key]['params']``)."""
+        out = {
+            **given, "n_latent": self.config.n_latent, "hidden": list(self.config.hidden),
+            "soft_mask": self.soft_mask, "weights": "prior" if self.fixed_weights else "fit",
+            "recipe": self.recipe.to_dict(),
+        }  # fmt: skip
+        if self.prior is not None:
+            out.update(tmin=tmin, n_extra=n_extra, collinear=collinear, n_edges=len(self.prior.edges),
+                       signed_prior=self.prior.prior is not None)  # fmt: skip
+        return out
+
+    def net_fields(self) -> dict:
+        """What the fit records about the network in ``uns[key]``."""
+        if self.prior is None:
+            return {}
+        out = {
+            "collinear": {k: np.asarray(v, dtype=object) for k, v in self.prior.collinear.items()},
+            "identifiability": self.prior.overlap().reset_index(),
+        }
+        if self.soft_mask:
+            out["net"] = self.prior.edges
+        return out
+
     def prior_sign(self, device: torch.device) -> torch.Tensor | None:
         sign = None if self.prior is None else self.prior.sign_matrix()
         return None if sign is None else torch.as_tensor(sign, device=device)
 
 
+_WEIGHTS = ("auto", "fit", "prior")
+
+#: weights='auto' fixes the weights at the prior's signs below this many cells per free
+#: parameter of a gene's weights (median over targeted genes of N / (regulators + 1)).
+MIN_GENE_LOAD = 2.0
+
+
 def _spec(
-    var_names: Sequence[str], *, net, n_latent, hidden, bias, tmin, gene_likelihood, n_extra, soft_mask, recipe
+    var_names: Sequence[str],
+    n_obs: int,
+    *,
+    net,
+    n_latent,
+    hidden,
+    bias,
+    tmin,
+    collinear,
+    weights,
+    gene_likelihood,
+    n_extra,
+    soft_mask,
+    recipe,
 ) -> _Spec:
     """Check every argument of :func:`fit_decoder` (before any data is read)."""
     if gene_likelihood not in LIKELIHOODS:
@@ -68,7 +114,7 @@ def _spec(
         if hidden:
             msg = "A decoder masked by `net` has one layer: leave `hidden` empty."
             raise ValueError(msg)
-        prior = prepare_net(net, var_names, tmin=tmin).with_extra(n_extra)
+        prior = prepare_net(net, var_names, tmin=tmin).resolve_identical(collinear).with_extra(n_extra)
         latent_names = prior.latent_names
     else:
         if n_latent is None or int(n_latent) < 1:
@@ -78,8 +124,28 @@ def _spec(
             msg = "`n_extra` and `soft_mask` extend a network decoder: give `net=` (without one, raise `n_latent`)."
             raise ValueError(msg)
         latent_names = [f"latent_{i}" for i in range(int(n_latent))]
+    if weights not in _WEIGHTS:
+        msg = f"`weights` must be one of {_WEIGHTS}, got {weights!r}."
+        raise ValueError(msg)
+    signed = prior is not None and prior.prior is not None and bool((prior.prior != 0).any())
+    if weights == "prior" and not signed:
+        msg = "weights='prior' fixes the weights at the prior's signs: give a `net` with a signed `weight` column."
+        raise ValueError(msg)
+    if weights == "auto":
+        load = prior.median_load(n_obs) if signed else float("inf")
+        weights = "prior" if load < MIN_GENE_LOAD and gene_likelihood == "mse" and not soft_mask else "fit"
+        if weights == "prior":
+            logger.warning(
+                "Too few cells to learn the weights (median %.2f cells per free weight of a gene, below %g): the "
+                "weights are fixed at the prior's signs and only the activities and gene offsets are fitted "
+                "(weights='prior'; pass weights='fit' to learn them anyway).",
+                load, MIN_GENE_LOAD,
+            )  # fmt: skip
     one_layer = not hidden
     rec = resolve_recipe(recipe, one_layer=one_layer, likelihood=gene_likelihood, soft_mask=bool(soft_mask))
+    if weights == "prior" and rec.solver != "als":
+        msg = "weights='prior' runs on the ALS solver (one-layer decoders, gene_likelihood='mse', a hard mask)."
+        raise ValueError(msg)
     if rec.solver == "als" and (not one_layer or gene_likelihood != "mse" or soft_mask):
         msg = (
             "The ALS solver fits one-layer decoders with gene_likelihood='mse' and a hard mask; use "
@@ -98,7 +164,7 @@ def _spec(
         masked=prior is not None,
         likelihood=gene_likelihood,
     )
-    return _Spec(config, prior, latent_names, rec, soft_mask)
+    return _Spec(config, prior, latent_names, rec, soft_mask, weights == "prior")
 
 
 def fit_decoder(
@@ -109,8 +175,10 @@ def fit_decoder(
     layer: str | None = None,
     use_raw: bool = False,
     hidden: Sequence[int] = (),
-    bias: bool = False,
+    bias: bool = True,
     tmin: int = 5,
+    collinear: str = "merge",
+    weights: str = "auto",
     gene_likelihood: str = "mse",
     library_size: str | None = None,
     n_extra: int = 0,
@@ -148,9 +216,25 @@ def fit_decoder(
     hidden
         Hidden layer widths of an MLP decoder (no ``net``).
     bias
-        Learn a bias per gene.
+        Learn an offset per gene (default), so genes no TF targets are predicted by their
+        mean rather than 0, and the activities need not explain each gene's level.
     tmin
         TFs with fewer targets among the genes are dropped (a warning lists them).
+    collinear
+        TFs whose regulons are identical among the genes (same targets and signs) cannot
+        be told apart. ``'merge'`` (default): one latent per group, named by joining the
+        names with ``'|'`` (e.g. ``'RFX5|RFXANK|RFXAP'``); ``'drop'``: the first TF of each
+        group stays; ``'keep'``: fit them as they are. One warning lists the groups.
+        Overlapping and nested regulons are reported per TF in ``uns[key]['identifiability']``
+        (and in detail by :func:`net_diagnostics`).
+    weights
+        ``'fit'``: learn the weights, shrunk toward the prior's signs (the default recipe's
+        ``shrink=0.1``); ``'prior'``: keep them at the prior's signs and fit only the
+        activities and gene offsets (the censored least squares with ``W`` fixed: a
+        ReLU-aware multivariate linear model); ``'auto'`` (default): ``'prior'`` when the
+        data cannot determine the weights, i.e. the median over targeted genes of
+        ``N / (regulators + 1)`` is below 2 (e.g. bulk data with a handful of samples; a
+        warning says so), else ``'fit'``.
     gene_likelihood
         ``'mse'`` (default; log-normalised data; the zeros of the ReLU output are censored
         values), or for raw counts (non-negative integers) ``'poisson'`` or ``'nb'``
@@ -168,9 +252,11 @@ def fit_decoder(
         strength per cell (``True``: 0.1); the decoder is then dense and fit on the
         gradient engine. List the strongest new edges with :func:`regdecoder.get.new_edges`.
     recipe
-        How to fit: None or ``'fast'`` (censored ALS for one-layer decoders, at most 50
-        epochs, stop below a 1e-3 relative loss decrease; the gradient engine's fast
-        recipe otherwise), ``'paper'`` (the paper's recipe exactly: batch 32, Adam 1e-3 on
+        How to fit: None or ``'fast'`` (one-layer decoders: censored ALS from the prior's
+        signed weights, weights shrunk toward the prior's signs with ``lambda * N * ||w_g -
+        s_g||^2``, ``lambda = 0.1``, at most 50 epochs, stop below a 1e-4 relative loss
+        decrease, latents centred; the gradient engine's fast recipe otherwise),
+        ``'v010'`` (regdecoder 0.1.0's ALS: a seeded masked-PCA start, no shrinkage), ``'paper'`` (the paper's recipe exactly: batch 32, Adam 1e-3 on
         the weights, SGD 1e-2 momentum 0.9 on the latents with a summed squared error,
         weight decay 1e-5, 500 epochs, random start), a dict of
         :class:`~regdecoder.train.Recipe` fields overriding the default (e.g.
@@ -191,14 +277,31 @@ def fit_decoder(
     The fitted :class:`~regdecoder.tl.Model`. Writes to ``adata``:
 
     ``obsm[key_added]``
-        Latents (TF activities), cells x latents, float32.
+        The TF activities, cells x TFs, a float32 DataFrame with the TF names as columns
+        (``sc.pp.neighbors(use_rep=key_added)`` takes it). With a ``net``: each TF's
+        marginal t-value, the t-statistic of the cell's expression (centred by the training
+        mean of each gene) regressed on the TF's learned regulon, on a common unitless scale
+        (about N(0, 1) where the TF is inactive; :mod:`regdecoder.train._score`). Without a
+        ``net``, or with a count likelihood: the latents.
+    ``obsm[key_added + '_z']``, ``obsm[key_added + '_z_se']``
+        With a ``net``: the decoder's latents (its representation: ``x ~ ReLU(W z + b)``),
+        solved exactly for the final weights as :func:`infer` solves new cells, and their
+        standard errors from the curvature of the censored loss at the solution
+        (``sqrt(sigma^2 [W_A' W_A]^-1_jj)``, ``A`` the genes not censored, ``sigma^2`` the
+        residual variance; NaN where not identified).
+    ``obsm[key_added + '_pvals']``
+        Two-sided p-values of the t-values (``G - 1`` degrees of freedom).
     ``varm[key_added + '_weights']``
         Learned weights, genes x latents (one-layer decoders).
     ``uns[key_added]``
-        ``latent_names``, ``params`` (every setting that changed the result, the seed
-        included), ``history`` (loss per epoch, training seconds), ``load`` (the decoder
-        load alpha_d) and ``orientation`` (sign rule per latent); with ``soft_mask`` also
-        ``net``, the prior used (read by :func:`regdecoder.get.new_edges`).
+        ``latent_names``, ``statistic`` (``'t'`` or ``'z'``: what ``obsm[key_added]``
+        holds), ``params`` (every setting that changed the result, the seed included),
+        ``history`` (loss per epoch, training seconds), ``load`` (the decoder load
+        alpha_d), ``orientation`` (sign rule per latent); with a ``net`` also
+        ``collinear`` (the groups of identical regulons and what was done) and
+        ``identifiability`` (per TF: targets, largest overlap with another TF's targets,
+        and which); with ``soft_mask`` also ``net``, the prior used (read by
+        :func:`regdecoder.get.new_edges`).
 
     Raises
     ------
@@ -216,8 +319,9 @@ def fit_decoder(
     _anndata.check_key_name(key_added)
     _, _, var_names = _anndata.matrix(adata, layer, use_raw)
     spec = _spec(
-        list(map(str, var_names)), net=net, n_latent=n_latent, hidden=hidden, bias=bias, tmin=tmin,
-        gene_likelihood=gene_likelihood, n_extra=n_extra, soft_mask=soft_mask, recipe=recipe,
+        list(map(str, var_names)), adata.n_obs, net=net, n_latent=n_latent, hidden=hidden, bias=bias, tmin=tmin,
+        collinear=collinear, weights=weights, gene_likelihood=gene_likelihood, n_extra=n_extra,
+        soft_mask=soft_mask, recipe=recipe,
     )  # fmt: skip
     rec, cfg = spec.recipe, spec.config
     dev = resolve_device(settings.device if device is None else device)
@@ -226,48 +330,91 @@ def fit_decoder(
     if gene_likelihood == "mse":
         _anndata.warn_if_counts(source)
     data = source if stream else source.dense(dev)
-    sf = library_ref = None
-    if gene_likelihood in COUNT_LIKELIHOODS:
-        lib = _anndata.library_sizes(adata, source, library_size)
-        library_ref = size_factor_reference(lib, lambda s: _nonzero_normalised(data, s), cfg.output)
-        sf = torch.as_tensor(lib / library_ref, dtype=torch.float32, device=dev)
+    sf, library_ref = _size_factors(adata, source, data, library_size, cfg, dev)
     prior_sign = spec.prior_sign(dev)
     names = (list(map(str, var_names)), spec.latent_names)
     logger.info("fitting %r decoder on %d cells with %s on %s", cfg, adata.n_obs, rec.solver, dev)
     decoder, z, history = fit(
         spec.decoder(seed, dev), data, rec, prior_sign=prior_sign, size_factors=sf, soft_mask=spec.soft_mask,
-        seed=seed, progress=settings.progress, callback=_callback(rec.callback, prior_sign, names),
+        fixed_weights=spec.fixed_weights, seed=seed, progress=settings.progress,
+        callback=_callback(rec.callback, prior_sign, names),
     )  # fmt: skip
+    _warn_unconverged(rec, history)
+    model, z, stats = _finish(decoder, z, history, data, prior_sign, names, library_ref, source.n_total, stream)
+    params = spec.params(
+        layer=layer, use_raw=use_raw, bias=bias, gene_likelihood=gene_likelihood, library_size=library_size,
+        seed=seed, device=str(dev), tmin=tmin, n_extra=n_extra, collinear=collinear,
+    )  # fmt: skip
+    _write_activities(
+        adata, key_added, model, z, stats, params, weights=model.weights if decoder.one_layer else None,
+        history=_history(history), load=decoder_load(decoder, adata.n_obs), orientation=model.orientation,
+        **spec.net_fields(),
+    )  # fmt: skip
+    logger.info(
+        "finished fit_decoder in %.1fs: added obsm[%r], uns[%r]", time.perf_counter() - t0, key_added, key_added
+    )
+    return model
+
+
+def _size_factors(adata, source, data, library_size, cfg, dev):
+    """Count likelihoods: the cells' size factors and the model's reference library size."""
+    if cfg.likelihood not in COUNT_LIKELIHOODS:
+        return None, None
+    lib = _anndata.library_sizes(adata, source, library_size)
+    library_ref = size_factor_reference(lib, lambda s: _nonzero_normalised(data, s), cfg.output)
+    return torch.as_tensor(lib / library_ref, dtype=torch.float32, device=dev), library_ref
+
+
+def _finish(decoder, z, history, data, prior_sign, names, library_ref, n_total, stream):
+    """Orient the fitted decoder, wrap it in a Model and solve the training cells' latents and
+    statistics as :func:`infer` solves new cells (gathered over processes when sharded)."""
+    gene_mean = history.pop("gene_mean", None)
+    z, orientation = orient_decoder(decoder, z, prior_sign)
+    decoder.eval()
+    model = Model(decoder, var_names=names[0], latent_names=names[1], orientation=orientation, history=history,
+                  library_ref=library_ref, n_obs=n_total,
+                  gene_mean=None if gene_mean is None else gene_mean.cpu())  # fmt: skip
+    stats = _statistics(model, data, z)
+    z = stats.pop("z") if stats else z.cpu()
+    stats.pop("steps", None)
+    stats = {k: gather_rows(torch.as_tensor(v), n_total) if stream else v for k, v in stats.items()}
+    z = gather_rows(torch.as_tensor(z), n_total) if stream else torch.as_tensor(z)
+    model.z_mean = z.mean(0)
+    return model, z, stats
+
+
+def _warn_unconverged(rec, history: dict) -> None:
     if rec.solver == "als" and not history.get("converged", True) and rec.callback is None:
         logger.warning(
             "fit_decoder stopped at max_epochs=%d before the loss settled (an epoch still lowered it by more than "
             "tol=%g); the activities may change with more epochs: recipe={'max_epochs': %d}.",
             rec.max_epochs, rec.tol, 2 * rec.max_epochs,
         )  # fmt: skip
-    z, orientation = orient_decoder(decoder, z, prior_sign)
-    z = gather_rows(z.cpu(), source.n_total) if stream else z.cpu()
-    decoder.eval()
-    model = Model(decoder, var_names=names[0], latent_names=names[1], orientation=orientation,
-                  z_mean=z.mean(0), history=history, library_ref=library_ref, n_obs=adata.n_obs)  # fmt: skip
-    params = {
-        "layer": layer, "use_raw": use_raw, "n_latent": cfg.n_latent, "hidden": list(cfg.hidden), "bias": bias,
-        "gene_likelihood": gene_likelihood, "library_size": library_size, "soft_mask": spec.soft_mask,
-        "recipe": rec.to_dict(), "seed": seed, "device": str(dev),
-    }  # fmt: skip
-    if spec.prior is not None:
-        params.update(
-            tmin=tmin, n_edges=len(spec.prior.edges), signed_prior=spec.prior.prior is not None, n_extra=n_extra
-        )
-    extra = {"net": spec.prior.edges} if spec.soft_mask else {}
-    _anndata.write(
-        adata, key_added, z=z, latent_names=model.latent_names, params=params,
-        weights=model.weights if decoder.one_layer else None, history=_history(history),
-        load=decoder_load(decoder, adata.n_obs), orientation=orientation, **extra,
-    )  # fmt: skip
-    logger.info(
-        "finished fit_decoder in %.1fs: added obsm[%r], uns[%r]", time.perf_counter() - t0, key_added, key_added
-    )
-    return model
+
+
+def _statistics(model: Model, data, z0: torch.Tensor | None = None) -> dict:
+    """What a masked squared-error decoder reports per cell (one-layer, ReLU, with a net):
+    exact latents and their standard errors, and the marginal t of each TF with its p-value.
+    Empty for other decoders (their latents are the activities)."""
+    dec = model.decoder
+    if not (dec.one_layer and dec.config.masked and model.likelihood == "mse" and model.gene_mean is not None):
+        return {}
+    w, b = dec.get_weight(), dec.get_bias()
+    z, se, steps = exact_latents(data, w, b, relu=dec.config.output == "relu", z0=z0)
+    t, p = marginal_t(data, w, model.gene_mean)
+    return {"z": z, "z_se": se, "t": t, "pvals": p, "steps": steps}
+
+
+def _write_activities(adata, key: str, model: Model, z, stats: dict, params: dict, **fields) -> None:
+    """obsm[key] is the marginal t when the decoder reports it (else the latents), beside the
+    latents, their standard errors and the p-values; uns[key]['statistic'] says which."""
+    if stats:
+        obsm = {key + "_z": z, key + "_z_se": stats["z_se"], key + "_pvals": stats["pvals"]}
+        main, statistic = stats["t"], "t"
+    else:
+        obsm, main, statistic = {}, z, "z"
+    _anndata.write(adata, key, z=main, latent_names=model.latent_names, params=params, obsm=obsm,
+                   statistic=statistic, **fields)  # fmt: skip
 
 
 def _nonzero_normalised(x: torch.Tensor, sf: np.ndarray) -> np.ndarray:
@@ -310,13 +457,17 @@ def infer(
 ) -> AnnData | None:
     """Latents (TF activities) of new cells with the decoder frozen.
 
-    Every cell is an independent problem, solved all at once. For a one-layer decoder
-    (``method='als'``, the default) the censored least-squares problem is solved with
-    one factorisation shared by all cells, iterating the imputation of zeros until the
-    relative change of the latents is below ``tol`` (default 1e-5) or ``max_iter``
-    rounds (default 100). ``method='gradient'`` (the default for MLP decoders) runs
-    full-batch Adam on the latents (defaults: 500 iterations, relative loss change 1e-6).
-    Count models infer with their likelihood (gradient method).
+    Every cell is an independent problem, solved all at once. For a decoder masked by a
+    network (the default ``method``), the censored least-squares latents are found
+    exactly by an active-set Newton method (:mod:`regdecoder.train._censored_ls`), with
+    their standard errors, and the activities reported are the marginal t-values of each
+    TF's learned regulon (:mod:`regdecoder.train._score`), as :func:`fit_decoder` reports
+    them for the training cells. Other one-layer decoders, or ``max_iter``/``tol`` given:
+    imputation rounds with one factorisation shared by all cells until the relative change
+    of the latents is below ``tol`` (default 1e-5) or ``max_iter`` rounds (default 100).
+    ``method='gradient'`` (the default for MLP decoders) runs full-batch Adam on the
+    latents (defaults: 500 iterations, relative loss change 1e-6). Count models infer
+    with their likelihood (gradient method).
 
     Parameters
     ----------
@@ -341,8 +492,10 @@ def infer(
     Returns
     -------
     ``None``, or a copy when ``copy=True``. Writes ``obsm[key_added]`` (cells x
-    latents, float32) and ``uns[key_added]`` (``latent_names``, ``params``,
-    ``n_iter``).
+    latents, float32 DataFrame: the activities, as fit_decoder writes them), for masked
+    decoders also ``obsm[key_added + '_z']``, ``'_z_se'`` and ``'_pvals'`` (see
+    :func:`fit_decoder`), and ``uns[key_added]`` (``latent_names``, ``params``,
+    ``n_iter``, ``statistic``).
 
     Raises
     ------
@@ -373,14 +526,15 @@ def infer(
             _anndata.library_sizes(adata, source, library_size) / model.library_ref, dtype=torch.float32
         )
     data = source if stream else source.dense(model.device)
-    z, n_iter = infer_latents(
-        model.decoder, data, method=method, max_iter=max_iter, tol=tol, size_factors=sf, z_start=model.z_mean
-    )
-    cap = (
-        max_iter
-        if max_iter is not None
-        else (INFER_ALS if n_iter and model.decoder.one_layer else INFER_GRADIENT)["max_iter"]
-    )
+    stats = _statistics(model, data) if method in ("auto", "als") and max_iter is None and tol is None else {}
+    if stats:  # exact censored least squares (active-set Newton), standard errors, marginal t
+        z, n_iter, cap = stats.pop("z"), stats.pop("steps"), 50
+    else:
+        z, n_iter = infer_latents(
+            model.decoder, data, method=method, max_iter=max_iter, tol=tol, size_factors=sf, z_start=model.z_mean
+        )
+        default = INFER_ALS if model.decoder.one_layer and method != "gradient" and not count else INFER_GRADIENT
+        cap = max_iter if max_iter is not None else default["max_iter"]
     if tol != 0 and int(n_iter) >= cap:
         logger.warning(
             "infer stopped at its cap of %d iterations before the latents converged; raise `max_iter` "
@@ -388,6 +542,6 @@ def infer(
             cap,
         )
     params = {"layer": layer, "use_raw": use_raw, "method": method, "max_iter": max_iter, "tol": tol}
-    _anndata.write(adata, key_added, z=z, latent_names=model.latent_names, params=params, n_iter=int(n_iter))
+    _write_activities(adata, key_added, model, z, stats, params, n_iter=int(n_iter))
     logger.info("finished infer in %.2fs (%d iterations): added obsm[%r]", time.perf_counter() - t0, n_iter, key_added)
     return adata if copy else None

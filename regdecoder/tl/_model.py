@@ -49,6 +49,9 @@ class Model:
     library_ref
         Count models: the reference library size (size factor = a cell's library size /
         ``library_ref``).
+    gene_mean
+        Each gene's mean over the training cells: the centre of the marginal t-values
+        (:mod:`regdecoder.train._score`).
     kind
         ``'decoder'``, ``'encoder'`` or ``'autoencoder'``.
     key
@@ -67,6 +70,7 @@ class Model:
         z_mean: torch.Tensor | None = None,
         history: dict | None = None,
         library_ref: float | None = None,
+        gene_mean: torch.Tensor | None = None,
         encoder: Encoder | None = None,
         kind: str = "decoder",
         key: str = "regdecoder",
@@ -75,6 +79,7 @@ class Model:
         self.decoder = decoder
         self.encoder = encoder
         self.library_ref = library_ref
+        self.gene_mean = gene_mean
         self.var_names = list(map(str, var_names))
         self.latent_names = list(map(str, latent_names))
         self.orientation = list(orientation) if orientation is not None else []
@@ -210,6 +215,7 @@ class Model:
             "orientation": self.orientation,
             "z_mean": self.z_mean.detach().cpu(),
             "library_ref": self.library_ref,
+            "gene_mean": None if self.gene_mean is None else self.gene_mean.detach().cpu(),
             "history": {k: list(map(float, v)) for k, v in self.history.items() if isinstance(v, list)},
             "kind": self.kind,
             "key": self.key,
@@ -272,6 +278,7 @@ class Model:
             z_mean=blob.get("z_mean"),
             history=blob.get("history"),
             library_ref=blob.get("library_ref"),
+            gene_mean=blob.get("gene_mean"),
             encoder=encoder,
             kind=blob.get("kind", "decoder"),
             key=blob.get("key", "regdecoder"),

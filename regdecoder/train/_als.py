@@ -191,18 +191,38 @@ def solve_weights(
 
 
 def solve_weights_stats(
-    gram: torch.Tensor, rhs: torch.Tensor, index: _MaskIndex, *, ridge: float = 1e-6
+    gram: torch.Tensor,
+    rhs: torch.Tensor,
+    index: _MaskIndex,
+    *,
+    ridge: float = 1e-6,
+    shrink: float = 0.0,
+    target: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """:func:`solve_weights` from its sufficient statistics over cells.
 
     ``gram = Z.T @ Z`` (latents, with a column of ones when there is a bias) and
     ``rhs = Y.T @ Z`` (genes x columns) are sums over cells, so they can be
     accumulated over chunks of cells (or over processes) before this solve.
+
+    With ``shrink > 0`` each gene's weights are shrunk toward ``target`` (genes x
+    latents, e.g. the prior's signs): the penalty ``shrink * ||w_g - target_g||^2`` on
+    the gene's edges (not on the bias) adds ``shrink`` to the diagonal of its Gram and
+    ``shrink * target_g`` to its right-hand side.
     """
     lam = ridge * gram.diagonal().mean().clamp(min=1e-12)
     n_genes = rhs.shape[0]
+    n_cols = gram.shape[0]
+    n_latent = target.shape[1] if target is not None else n_cols
+    if shrink > 0 and target is not None:
+        pad = torch.zeros(n_genes, n_cols - n_latent, dtype=rhs.dtype, device=rhs.device)
+        rhs = rhs + shrink * torch.cat([target.to(rhs.dtype), pad], dim=1)
+    diag = torch.zeros(n_cols, dtype=gram.dtype, device=gram.device)
+    if shrink > 0:
+        diag[:n_latent] = shrink
     if index.full:  # dense decoder: one shared solve
-        chol = torch.linalg.cholesky(gram + lam * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device))
+        eye = torch.eye(n_cols, dtype=gram.dtype, device=gram.device)
+        chol = torch.linalg.cholesky(gram + lam * eye + torch.diag(diag))
         return torch.cholesky_solve(rhs.T, chol).T
     # Padded index table in degree order.
     k = index.k_max
@@ -223,6 +243,8 @@ def solve_weights_stats(
         ii, vv = idx[start:stop, :kk], valid[start:stop, :kk]
         eye = eye_full[:kk, :kk]
         g = torch.where(vv.unsqueeze(2) & vv.unsqueeze(1), gram[ii.unsqueeze(2), ii.unsqueeze(1)], eye) + lam * eye
+        if shrink > 0:
+            g = g + torch.diag_embed(diag[ii] * vv)
         r = torch.gather(rhs_sorted[start:stop], 1, ii) * vv
         solved[start:stop, :kk] = torch.linalg.solve(g, r.unsqueeze(2)).squeeze(2) * vv
     out = torch.zeros(n_genes, index.n_cols, dtype=gram.dtype, device=gram.device)
@@ -305,6 +327,11 @@ def masked_pca_init(
     return v * deg.sqrt()
 
 
+def read_chunk(source, start: int, stop: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Rows ``start:stop`` of a source, dense, on ``device``."""
+    return source.read(start, stop).to(device=device, dtype=dtype)
+
+
 # ------------------------------------------------------------------ placement
 def table_device(dev: torch.device, n_rows: int, n_latent: int, n_tables: int) -> torch.device:
     """Where the latent tables live: on the compute device when ``n_tables`` tables of
@@ -329,6 +356,10 @@ def fit_als(
     ridge: float = 1e-6,
     init_iter: int = 10,
     extrapolate: bool = True,
+    start: str = "pca",
+    shrink: float = 0.0,
+    fixed_weights: bool = False,
+    center: bool = False,
     seed: int = 0,
     tables_on: str | torch.device | None = None,
     progress: bool = True,
@@ -361,6 +392,22 @@ def fit_als(
         Power iterations of the start.
     extrapolate
         Try the extrapolated step each epoch (see above).
+    start
+        ``'pca'``: per-TF principal directions (random start vectors, a random subsample
+        of cells: depends on ``seed``). ``'prior'``: the prior's signed weights (latents
+        without a signed edge start as with ``'pca'``) and, with a bias, the gene means;
+        no randomness.
+    shrink
+        ``lambda``: each gene's weights are shrunk toward the prior's signs with the
+        penalty ``lambda * N * ||w_g - s_g||^2`` (``N`` cells). This fixes each latent's
+        scale and sign to the prior's, so the latents are not rescaled in the epochs.
+    fixed_weights
+        Keep the weights at the prior's signs (only the bias and the latents are fitted):
+        the censored least squares with ``W`` fixed, for data with too few cells to
+        determine the weights.
+    center
+        With a bias: centre the latents at the end (``z - m``, ``b + W m``, the same
+        predictions), since their offset is not identified.
     seed
         Seed of the start (random directions and the subsample of cells).
     tables_on
@@ -375,7 +422,8 @@ def fit_als(
     Returns
     -------
     This process's latents (``n_obs x n_latent`` float32, on the table device) and the
-    history (``loss``, ``seconds``, ``epochs``, ``cells_per_second``).
+    history (``loss``, ``seconds``, ``epochs``, ``cells_per_second``, ``converged``,
+    ``gene_mean``: each gene's mean over all cells).
     """
     source = as_source(data)
     dev = next(decoder.parameters()).device
@@ -392,9 +440,29 @@ def fit_als(
     n_elem = n_total * n_genes
     rank, size = world()
 
+    if (start == "prior" or shrink > 0 or fixed_weights) and prior_sign is None:
+        msg = "start='prior', shrink > 0 and fixed weights need the prior's signs (`prior_sign`)."
+        raise ValueError(msg)
+    signs = None if prior_sign is None else prior_sign.to(dev, dtype) * mask
+    gene_sum = torch.zeros(n_genes, device=dev, dtype=torch.float64)
+    for s, e in chunks(source):  # the gene means (the bias's start; the marginal statistic's centre)
+        gene_sum += read_chunk(source, s, e, dev, dtype).sum(0, dtype=torch.float64)
+    all_reduce(gene_sum)
+    gene_mean = (gene_sum / n_total).to(dtype)
     gen = torch.Generator().manual_seed(seed)
-    weight = masked_pca_init(source, mask, prior_sign=prior_sign, n_iter=init_iter, generator=gen, dtype=dtype)
-    bias = torch.zeros(n_genes, device=dev, dtype=dtype) if has_bias else None
+    signed = None if signs is None else (signs != 0).any(0)
+    if start == "prior" and bool(signed.all()):
+        weight = signs.clone()
+    else:
+        weight = masked_pca_init(source, mask, prior_sign=prior_sign, n_iter=init_iter, generator=gen, dtype=dtype)
+        if start == "prior":  # signed latents start at the prior, the others at their PCA direction
+            weight = torch.where(signed, signs, weight)
+    if fixed_weights:
+        weight = signs.clone()
+    bias = (
+        (gene_mean.clone() if start == "prior" else torch.zeros(n_genes, device=dev, dtype=dtype)) if has_bias else None
+    )
+    shrink_n = float(shrink) * n_total
 
     z = torch.empty(n_local, n_latent, device=tdev, dtype=dtype)
     last = torch.empty_like(z) if extrapolate else None
@@ -420,14 +488,17 @@ def fit_als(
         return torch.zeros(cols, cols, device=dev, dtype=dtype), torch.zeros(n_genes, cols, device=dev, dtype=dtype)
 
     def read(s, e):
-        return source.read(s, e).to(device=dev, dtype=dtype)
+        return read_chunk(source, s, e, dev, dtype)
+
+    def penalty(w):
+        return shrink_n * float(((w - signs) ** 2 * mask).sum()) if shrink_n > 0 and not fixed_weights else 0.0
 
     # Pass 0: least-squares latents from the initial weights, and the first statistics.
     gram, rhs = zeros()
     chol = _ridge_factor(weight.T @ weight, ridge)
     for s, e in chunks(source):
         xc = read(s, e)
-        zc = torch.cholesky_solve((xc @ weight).T, chol).T
+        zc = torch.cholesky_solve(((xc if bias is None else xc - bias) @ weight).T, chol).T
         z[s:e] = zc.to(tdev)
         stats(zc, censored_target(xc, _predict(zc, weight, bias), relu), gram, rhs)
     all_reduce(gram, rhs)
@@ -438,14 +509,21 @@ def fit_als(
     have_last = False
     beta = 0.5
     for epoch in range(1, max_epochs + 1):
-        wb = solve_weights_stats(gram, rhs, index, ridge=ridge)
-        weight = wb[:, :n_latent]
-        if has_bias:
-            bias = wb[:, -1]
-        rms = edge_rms(weight, mask)
-        weight = weight / rms  # the latents are scaled by rms as they are read
+        if fixed_weights:  # only the bias: the mean over cells of Y - Z W'
+            if has_bias:
+                bias = (rhs[:, -1] - weight @ gram[:n_latent, -1]) / gram[-1, -1]
+            rms = torch.ones(n_latent, device=dev, dtype=dtype)
+        else:
+            wb = solve_weights_stats(gram, rhs, index, ridge=ridge, shrink=shrink_n, target=signs)
+            weight = wb[:, :n_latent]
+            if has_bias:
+                bias = wb[:, -1]
+            # without shrinkage the scale is free: each latent's weights are scaled to RMS 1 and the
+            # latents are scaled by rms as they are read; the penalty fixes it otherwise
+            rms = edge_rms(weight, mask) if shrink_n == 0 else torch.ones(n_latent, device=dev, dtype=dtype)
+            weight = weight / rms
         chol = _ridge_factor(weight.T @ weight, ridge)
-        try_e = extrapolate and have_last
+        try_e = extrapolate and have_last and not fixed_weights
         if try_e:
             w_e = weight + beta * (weight - w_last)
             b_e = None if bias is None else bias + beta * (bias - b_last)
@@ -474,8 +552,8 @@ def fit_als(
         all_reduce(gram, rhs)
         if try_e:
             all_reduce(gram_e, rhs_e)
-        loss /= n_elem
-        loss_e /= n_elem
+        loss = (loss + penalty(weight)) / n_elem
+        loss_e = (loss_e + (penalty(w_e) if try_e else 0.0)) / n_elem
         if extrapolate:
             accept = try_e and loss_e < loss
             for s, e in chunks(source):  # tables only, no data
@@ -495,10 +573,20 @@ def fit_als(
         if stop or converged:
             break
         prev = loss
+    if has_bias and center:  # centre the latents (their offset is not identified with a bias)
+        zsum = torch.zeros(n_latent, device=dev, dtype=torch.float64)
+        for s, e in chunks(source):
+            zsum += z[s:e].to(dev).sum(0, dtype=torch.float64)
+        all_reduce(zsum)
+        m = (zsum / n_total).to(dtype)
+        for s, e in chunks(source):
+            z[s:e] -= m.to(tdev)
+        bias = bias + weight @ m
     decoder.set_weight(weight, bias)
     bar.close()
     history = log.close()
     history["converged"] = bool(converged)
+    history["gene_mean"] = gene_mean
     secs = history["seconds"][-1] if history["seconds"] else 0.0
     history["cells_per_second"] = history["epochs"] * n_total / secs if secs > 0 else float("nan")
     history["world_size"] = size

@@ -166,6 +166,7 @@ def solve_censored(
     ridge: float = 1e-6,
     return_se: bool = False,
     chunk_size: int | None = None,
+    censor: bool = True,
 ) -> tuple[torch.Tensor, int, dict]:
     """Per-cell minimiser of the censored loss for a frozen decoder (semismooth Newton).
 
@@ -194,6 +195,9 @@ def solve_censored(
         size). With ``torch.get_num_threads() > 1`` on the CPU, chunks run in
         parallel threads, each with one intra-op thread; the result does not depend
         on the thread count.
+    censor
+        False: every entry is observed (a linear output), and the solution is plain least
+        squares.
 
     Returns
     -------
@@ -225,7 +229,7 @@ def solve_censored(
     def chunk(s: int) -> None:
         xc = x[s : s + chunk_size].to(device=dev, dtype=dt)
         nc = xc.shape[0]
-        obs = xc != 0
+        obs = xc != 0 if censor else torch.ones_like(xc, dtype=torch.bool)
         if z0 is None:
             xb = xc if bias is None else xc - bias
             z = torch.cholesky_solve((xb @ weight).T, chol_g).T.contiguous()

@@ -105,6 +105,7 @@ def fit(
     prior_sign: torch.Tensor | None = None,
     size_factors: torch.Tensor | None = None,
     soft_mask: float = 0.0,
+    fixed_weights: bool = False,
     seed: int = 0,
     progress: bool = True,
     callback: Callable[[Decoder, dict], bool | None] | None = None,
@@ -126,6 +127,8 @@ def fit(
     soft_mask
         > 0: the masked decoder is replaced by a dense one and weights off the mask pay
         ``soft_mask * batch size * sum |w|`` (an L1 penalty per cell).
+    fixed_weights
+        ALS: keep the weights at the prior's signs (fit the bias and the latents only).
     seed
         Seed of the start and of the batch order.
     progress
@@ -139,9 +142,11 @@ def fit(
     """
     cb = None if callback is None else (lambda state: callback(decoder, state))
     if recipe.solver == "als":
+        signed = prior_sign is not None and bool((prior_sign != 0).any())
         z, history = fit_als(
-            decoder, data, prior_sign=prior_sign, max_epochs=recipe.max_epochs, tol=recipe.tol, seed=seed,
-            progress=progress, callback=cb,
+            decoder, data, prior_sign=prior_sign, max_epochs=recipe.max_epochs, tol=recipe.tol,
+            start=recipe.start if signed else "pca", shrink=recipe.shrink if signed else 0.0,
+            fixed_weights=fixed_weights, center=recipe.center, seed=seed, progress=progress, callback=cb,
         )  # fmt: skip
         return decoder, z, history
     x = data

@@ -5,7 +5,10 @@
 `golden.npz`, `model_v010.pt` and `encoder_v010.pt` were written by regdecoder 0.1.0 (commit
 15c6fdf) with the 0.1.0 spelling of these calls (`progress=False`, `max_epochs=N`,
 `solver='gradient'`, `preset='paper'`, `loss='nb'`); the calls below are the same fits in
-today's API (`rd.settings.progress`, `recipe={...}`, `gene_likelihood=`).
+today's API (`rd.settings.progress`, `recipe={...}`, `gene_likelihood=`), with 0.1.0's defaults
+spelled out where they changed since (`bias=False`, `collinear='keep'`, `weights='fit'`, and the
+ALS recipe `'v010'`: a seeded masked-PCA start, no shrinkage). Where a fit now also writes the
+decoder's latents beside other activities (`obsm[key + '_z']`), those latents are compared.
 
 Each path fits a small simulated data set with a fixed seed and records the latents of the
 training cells, the weights (one-layer decoders) and the latents inferred for held-out cells.
@@ -44,8 +47,11 @@ def paths():
     """name -> function(train, test, tmp) returning (train, test) after fitting and inferring."""
 
     def run(train, test, **kw):
-        net = train.uns["sim"]["net"]
-        model = rd.tl.fit_decoder(train, net=kw.pop("net", net), seed=0, **kw)
+        net = kw.pop("net", train.uns["sim"]["net"])
+        kw.setdefault("recipe", "v010")
+        if net is not None:
+            kw.update(collinear="keep", weights="fit")
+        model = rd.tl.fit_decoder(train, net=net, seed=0, bias=kw.pop("bias", False), **kw)
         rd.tl.infer(test, model)
         return model
 
@@ -69,11 +75,13 @@ def paths():
         te.write_h5ad(tmp / "te.h5ad")
         btr = ad.read_h5ad(tmp / "tr.h5ad", backed="r")
         bte = ad.read_h5ad(tmp / "te.h5ad", backed="r")
-        model = rd.tl.fit_decoder(btr, net=net, seed=0)
+        model = rd.tl.fit_decoder(btr, net=net, seed=0, bias=False, recipe="v010")
         rd.tl.infer(bte, model)
         tr.obsm["regdecoder"] = btr.obsm["regdecoder"]
         tr.varm["regdecoder_weights"] = btr.varm["regdecoder_weights"]
         te.obsm["regdecoder"] = bte.obsm["regdecoder"]
+        for k in ("regdecoder_z",):
+            tr.obsm[k], te.obsm[k] = btr.obsm[k], bte.obsm[k]
         btr.file.close()
         bte.file.close()
         return model
@@ -82,7 +90,7 @@ def paths():
 
     def als_gloo(tr, te, tmp):
         net = tr.uns["sim"]["net"]
-        model = rd.tl.fit_decoder_distributed(tr, net=net, nprocs=2, seed=0)
+        model = rd.tl.fit_decoder_distributed(tr, net=net, nprocs=2, seed=0, bias=False, recipe="v010")
         rd.tl.infer(te, model)
         return model
 
@@ -97,7 +105,9 @@ def paths():
 
 def count_paths():
     def run(train, test, **kw):
-        model = rd.tl.fit_decoder(train, net=train.uns["sim"]["net"], seed=0, recipe={"max_epochs": 10}, **kw)
+        model = rd.tl.fit_decoder(
+            train, net=train.uns["sim"]["net"], seed=0, bias=False, recipe={"max_epochs": 10}, **kw
+        )
         rd.tl.infer(test, model)
         return model
 
@@ -109,7 +119,7 @@ def count_paths():
 
 def encoder_paths():
     def enc(tr, te, tmp):
-        model = rd.tl.fit_decoder(tr, net=tr.uns["sim"]["net"], seed=0)
+        model = rd.tl.fit_decoder(tr, net=tr.uns["sim"]["net"], seed=0, bias=False, recipe="v010")
         em = rd.tl.fit_encoder(tr, model, max_epochs=10, seed=0)
         rd.tl.encode(te, em)
         return em
@@ -123,7 +133,8 @@ def encoder_paths():
 
 
 def collect(name, tr, te, key):
-    rec = {f"{name}/train": np.asarray(tr.obsm[key]), f"{name}/test": np.asarray(te.obsm[key])}
+    zkey = key + "_z" if key + "_z" in tr.obsm else key  # the decoder's latents
+    rec = {f"{name}/train": np.asarray(tr.obsm[zkey]), f"{name}/test": np.asarray(te.obsm[zkey])}
     wkey = key + "_weights"
     if wkey in tr.varm:
         rec[f"{name}/weights"] = np.asarray(tr.varm[wkey])

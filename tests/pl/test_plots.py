@@ -72,7 +72,7 @@ def test_recovery_tfs_picks_those_factors(inferred):
         # the scatter shows (true activity, inferred activity) of that factor
         xy = np.asarray(ax.collections[0].get_offsets())
         np.testing.assert_allclose(xy[:, 0], truth[tf].to_numpy(), rtol=1e-6)
-        np.testing.assert_allclose(xy[:, 1], np.asarray(inferred.obsm["regdecoder"])[:, names.index(tf)], rtol=1e-6)
+        np.testing.assert_allclose(xy[:, 1], np.asarray(inferred.obsm["regdecoder_z"])[:, names.index(tf)], rtol=1e-6)
 
 
 def test_recovery_unknown_tf_raises(inferred):

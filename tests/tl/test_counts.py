@@ -176,7 +176,7 @@ def test_extra_latents_absorb_unannotated_variation():
         names = list(a.uns["regdecoder"]["latent_names"])
         assert names[6:] == [f"extra_{i}" for i in range(k)] and a.obsm["regdecoder"].shape[1] == 6 + k
         assert a.uns["regdecoder"]["params"]["n_extra"] == k
-        scores[k] = rd.metrics.pearson_columns(truth, np.asarray(a.obsm["regdecoder"])[:, :6]).mean()
+        scores[k] = rd.metrics.pearson_columns(truth, np.asarray(a.obsm["regdecoder_z"])[:, :6]).mean()
         if k:
             w = a.varm["regdecoder_weights"][:, 6]
             assert (w != 0).all()  # a dense column

@@ -189,7 +189,7 @@ def test_encoder_bad_input(fitted, enc_fitted):
     with pytest.raises(KeyError, match="Run `rd.tl.fit_decoder`"):
         rd.tl.fit_encoder(bare, model, objective="latent")
     wrong = ad.copy()
-    wrong.obsm["regdecoder"] = np.asarray(wrong.obsm["regdecoder"])[:, :3]
+    wrong.obsm["regdecoder_z"] = np.asarray(wrong.obsm["regdecoder_z"])[:, :3]
     with pytest.raises(ValueError, match="latent_key"):
         rd.tl.fit_encoder(wrong, model, objective="latent")
     _, enc, _, _ = enc_fitted

@@ -176,7 +176,7 @@ def test_tf_named_like_a_gene_is_a_separate_latent(split_grn):
     names = list(adata.uns["regdecoder"]["latent_names"])
     assert gene in names and adata.obsm["regdecoder"].shape[1] == 8
     truth = train.obsm["tf_activity"]["TF1"].to_numpy()
-    assert np.corrcoef(truth, np.asarray(adata.obsm["regdecoder"])[:, names.index(gene)])[0, 1] > 0.95
+    assert np.corrcoef(truth, np.asarray(adata.obsm["regdecoder_z"])[:, names.index(gene)])[0, 1] > 0.95
 
 
 def test_nan_weights_name_the_fix(small_grn):

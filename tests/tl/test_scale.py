@@ -77,10 +77,14 @@ def test_streamed_fit_is_seeded(data):
     sp.X = sparse.csr_matrix(sp.X)
     net = data.uns["sim"]["net"]
     a, b, c = sp.copy(), sp.copy(), sp.copy()
-    for adata, seed in ((a, 1), (b, 1), (c, 2)):
-        rd.tl.fit_decoder(adata, net=net, seed=seed, recipe={"max_epochs": 4})
+    for adata, seed in ((a, 1), (b, 1), (c, 2)):  # 0.1.0's seeded start: the seed is used
+        rd.tl.fit_decoder(adata, net=net, seed=seed, recipe={"preset": "v010", "max_epochs": 4})
     np.testing.assert_array_equal(a.obsm["regdecoder"], b.obsm["regdecoder"])
     assert not np.array_equal(a.obsm["regdecoder"], c.obsm["regdecoder"])
+    d, e = sp.copy(), sp.copy()
+    for adata, seed in ((d, 1), (e, 2)):  # the default starts at the prior: nothing random
+        rd.tl.fit_decoder(adata, net=net, seed=seed, recipe={"max_epochs": 4})
+    np.testing.assert_array_equal(d.obsm["regdecoder"], e.obsm["regdecoder"])
 
 
 def test_streamed_errors(data, tmp_path):
