@@ -181,7 +181,8 @@ class RegDecoder(Method):
         import regdecoder as rd
 
         ad = adata.copy()
-        model = rd.tl.fit_decoder(ad, net=net, seed=seed, progress=False, **self.kwargs)
+        rd.settings.progress = False
+        model = rd.tl.fit_decoder(ad, net=net, seed=seed, **self.kwargs)
         z = obsm_frame(ad, "regdecoder")
         w = ad.varm.get("regdecoder_weights")
         weights = None if w is None else pd.DataFrame(np.asarray(w), index=ad.var_names, columns=z.columns)
