@@ -22,7 +22,7 @@ from ..pp._net import PriorNet, prepare_net
 from ..train import INFER_ALS, INFER_GRADIENT, fit, orient_decoder, resolve_device, resolve_recipe
 from ..train import infer as infer_latents
 from ..train._fit import seeded_module, size_factor_reference
-from ..train._score import exact_latents, marginal_t
+from ..train._score import EXACT_MAX_ITER, exact_latents, marginal_t
 from ..train._source import gather_rows, world
 from ._model import Model
 
@@ -528,7 +528,7 @@ def infer(
     data = source if stream else source.dense(model.device)
     stats = _statistics(model, data) if method in ("auto", "als") and max_iter is None and tol is None else {}
     if stats:  # exact censored least squares (active-set Newton), standard errors, marginal t
-        z, n_iter, cap = stats.pop("z"), stats.pop("steps"), 50
+        z, n_iter, cap = stats.pop("z"), stats.pop("steps"), EXACT_MAX_ITER
     else:
         z, n_iter = infer_latents(
             model.decoder, data, method=method, max_iter=max_iter, tol=tol, size_factors=sf, z_start=model.z_mean

@@ -24,6 +24,10 @@ from ._als import read_chunk
 from ._censored_ls import solve_censored
 from ._source import as_source, chunks
 
+#: Newton steps at most per cell. On pbmc68k_reduced + CollecTRI (160 latents, 765 genes) every
+#: cell converged within 97 steps; 50 left 77 of 700 cells unconverged.
+EXACT_MAX_ITER = 200
+
 
 @torch.no_grad()
 def marginal_t(data, weight: torch.Tensor, gene_mean: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -68,8 +72,9 @@ def exact_latents(
         if not relu:  # every entry is observed: censoring does not apply
             xc = xc.clone()
         zc, n, info = solve_censored(
-            xc, weight, bias, z0=None if z0 is None else z0[s:e].to(weight.device), return_se=True, censor=relu
-        )
+            xc, weight, bias, z0=None if z0 is None else z0[s:e].to(weight.device), return_se=True, censor=relu,
+            max_iter=EXACT_MAX_ITER,
+        )  # fmt: skip
         z[s:e], se[s:e] = zc.cpu(), info["se"].cpu()
         steps = max(steps, int(n))
     return z, se, steps
