@@ -146,7 +146,7 @@ def run_one(n_train: int, rep: int, args) -> list[dict]:
 
     t0 = time.perf_counter()
     dec_kw = {"recipe": "paper"} if args.recipe == "paper" else {}
-    model = rd.tl.fit_decoder(train, net=net, **dec_kw, **common)
+    model = rd.tl.fit_decoder(train, net=net, bias=False, **dec_kw, **common)  # the paper's eq. 6: no offset
     fit_s = time.perf_counter() - t0
     load = rd.tl.load(train)
     if "decoder" in args.models:

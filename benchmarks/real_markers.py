@@ -407,15 +407,17 @@ def plot(markers: pd.DataFrame, summary: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def run(methods: list[Method], *, net_path: str | None, quick: bool, suffix: str) -> pd.DataFrame:
+def run(
+    methods: list[Method], *, net_path: str | None, quick: bool, suffix: str, out: Path = RESULTS
+) -> pd.DataFrame:
     adata = load_data()
     net = load_net(net_path)
     results = [evaluate(m, adata, net, quick=quick) for m in methods]
     summary = pd.DataFrame([r["summary"] for r in results] + [pca_row(adata)])
     markers = pd.concat([r["markers"] for r in results if not r["markers"].empty], ignore_index=True)
     summary = add_wins(markers, summary)
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"real_markers{suffix}"
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"real_markers{suffix}"
     markers.to_csv(f"{stem}.csv", index=False)
     summary.to_csv(f"{stem}_summary.csv", index=False)
     meta = {"command": " ".join(sys.argv), "groups": GROUPS, "checks": CHECKS, "quick": quick}
@@ -426,12 +428,13 @@ def run(methods: list[Method], *, net_path: str | None, quick: bool, suffix: str
     return summary
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--net", default=None, help="CollecTRI TSV (else $REGDECODER_COLLECTRI)")
     ap.add_argument("--quick", action="store_true", help="regdecoder + ulm only (< 2 min)")
     ap.add_argument("--suffix", default=None, help="output name suffix (default '' or '_quick')")
-    args = ap.parse_args()
+    ap.add_argument("--out", default=str(RESULTS), help="folder for the CSV, JSON and PNG (default: %(default)s)")
+    args = ap.parse_args(argv)
     try:
         import torch
 
@@ -442,9 +445,10 @@ def main() -> None:
     if not args.quick:
         methods += [Decoupler("mlm"), Decoupler("mlm", merged=True)]
     suffix = args.suffix if args.suffix is not None else ("_quick" if args.quick else "")
-    summary = run(methods, net_path=args.net, quick=args.quick, suffix=suffix)
+    summary = run(methods, net_path=args.net, quick=args.quick, suffix=suffix, out=Path(args.out))
     with pd.option_context("display.width", 250, "display.max_columns", 40):
         print(summary.T.to_string())
+    return summary
 
 
 if __name__ == "__main__":

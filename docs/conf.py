@@ -97,9 +97,12 @@ def _write_api_pages() -> None:
 
 
 def _drop_inherited_data_docstrings(app, what, name, obj, options, lines) -> None:
-    """A module constant (a dict, a tuple) has no docstring of its own: do not show its type's."""
-    if what in ("data", "attribute") and lines and type(obj).__doc__:
-        if "\n".join(lines).strip() == inspect.cleandoc(type(obj).__doc__).strip():
+    """A module constant (a dict, a tuple, a Recipe) has no docstring of its own: do not show its type's
+    (napoleon may have rewritten it already, so the first line is compared)."""
+    if what in ("data", "attribute") and lines and type(obj).__doc__ and not isinstance(obj, type):
+        first = next((ln.strip() for ln in lines if ln.strip()), "")
+        type_first = inspect.cleandoc(type(obj).__doc__).strip().splitlines()[0]
+        if first == type_first:
             lines.clear()
 
 
