@@ -143,3 +143,17 @@ def test_recipe_updated_applies_overrides_then_fields():
     assert base.updated(None) == base and base.max_epochs == Recipe().max_epochs  # a copy; base unchanged
     with pytest.raises(ValueError, match="Unknown field.*in `recipe`.*Valid fields"):
         base.updated({"lr": 1.0})
+
+
+def test_nb_is_a_registered_loss_owned_by_the_decoder():
+    from regdecoder.nn import Decoder, DecoderConfig, nb_nll
+
+    dec = Decoder(DecoderConfig(n_genes=5, n_latent=2, output="softplus", likelihood="nb"))
+    rate = torch.rand(4, 5) + 0.1
+    x = torch.poisson(3 * rate)
+    sf = torch.rand(4, 1) + 0.5
+    loss = get_loss("nb", module=dec)
+    torch.testing.assert_close(loss(rate, x, sf), nb_nll(rate, x, sf, dec.log_theta))
+    torch.testing.assert_close(dec.nll(rate, x, sf), loss(rate, x, sf))  # the decoder's own likelihood
+    with pytest.raises(ValueError, match="log_theta"):
+        get_loss("nb")
