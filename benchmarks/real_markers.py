@@ -127,8 +127,10 @@ def load_net(path: str | None) -> pd.DataFrame:
 def merge_identical(net: pd.DataFrame, genes) -> tuple[pd.DataFrame, dict[str, str]]:
     """Merge sources with identical (target, sign) sets among ``genes`` into one 'A|B|C' source."""
     sub = net[net["target"].isin(set(genes))]
-    key = sub.assign(s=np.sign(sub["weight"])).groupby("source").apply(
-        lambda d: tuple(sorted(zip(d["target"], d["s"], strict=True))), include_groups=False
+    key = (
+        sub.assign(s=np.sign(sub["weight"]))
+        .groupby("source")
+        .apply(lambda d: tuple(sorted(zip(d["target"], d["s"], strict=True))), include_groups=False)
     )
     groups: dict[tuple, list[str]] = {}
     for src, k in key.items():
@@ -407,9 +409,7 @@ def plot(markers: pd.DataFrame, summary: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def run(
-    methods: list[Method], *, net_path: str | None, quick: bool, suffix: str, out: Path = RESULTS
-) -> pd.DataFrame:
+def run(methods: list[Method], *, net_path: str | None, quick: bool, suffix: str, out: Path = RESULTS) -> pd.DataFrame:
     adata = load_data()
     net = load_net(net_path)
     results = [evaluate(m, adata, net, quick=quick) for m in methods]

@@ -96,8 +96,9 @@ def check_genes(var_names: Sequence[str], model_genes: Sequence[str]) -> np.ndar
         msg = (
             f"The data's genes differ from the model's: {len(missing)} model gene(s) missing "
             f"(e.g. {list(missing[:3])}) and {len(extra)} gene(s) not in the model (e.g. {list(extra[:3])}). "
-            "Subset or reorder the data to the model's genes, e.g. `adata[:, model.var_names]` "
-            "(missing genes must be added, e.g. as zeros, before that)."
+            "Subset or reorder the data to the model's genes, e.g. `adata[:, model.var_names]`. When genes are "
+            "missing, refit on the genes both share: zeros filled in for a missing gene read as a strong loss of "
+            "expression and bias every TF that targets it."
         )
         raise ValueError(msg)
     unique_genes(data)
@@ -133,6 +134,8 @@ class _Checker:
             rows = cols = None
         if not vals.size:
             return
+        if vals.dtype.kind == "f" and vals.dtype.itemsize < 4:
+            vals = vals.astype(np.float32)  # half precision cannot hold the bounds below
 
         def where_(i: int) -> str:
             if rows is None:

@@ -133,6 +133,7 @@ def loss(
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("training loss (per entry)")
-    solver = adata.uns[key].get("params", {}).get("solver", "")
+    params = adata.uns[key].get("params", {})
+    solver = params.get("recipe", {}).get("solver", params.get("solver", ""))
     ax.set_title(f"{key} ({solver})", fontsize=10)
     return _finish(fig, show, return_fig)

@@ -233,6 +233,9 @@ def prepare_net(
         the genes (with the likely cause: case, swapped columns, identifiers); no TF
         with ``tmin`` targets; duplicate gene names.
     """
+    if isinstance(tmin, bool) or int(tmin) != tmin or tmin < 1:
+        msg = f"`tmin` is the fewest targets a TF needs among the genes and must be a positive integer, got {tmin!r}."
+        raise ValueError(msg)
     if isinstance(net, (str, os.PathLike)):  # a CSV/TSV file in decoupler's format
         net = read_net(net)
     if not isinstance(net, pd.DataFrame):
@@ -311,6 +314,15 @@ def prepare_net(
             n_case,
         )
     df = df.loc[in_data]
+    if df["source"].nunique() > df["target"].nunique():
+        logger.warning(
+            "`net` has more regulators (%d) than targets (%d) among these genes; in a TF -> target network it is "
+            "the other way round. Are `source` and `target` swapped? (source = TF, target = regulated gene)",
+            df["source"].nunique(),
+            df["target"].nunique(),
+        )
+    if use_weight and not (df["weight"] != 0).any():
+        logger.warning("Every `weight` of `net` is 0: the network carries no signs (activation/repression).")
     counts = df["source"].value_counts()
     small = counts.index[counts < tmin]
     if len(small):

@@ -97,11 +97,15 @@ def _spec(
     n_extra,
     soft_mask,
     recipe,
+    seed,
 ) -> _Spec:
     """Check every argument of :func:`fit_decoder` (before any data is read)."""
     if gene_likelihood not in LIKELIHOODS:
         msg = f"`gene_likelihood` must be one of {LIKELIHOODS}, got {gene_likelihood!r}."
         raise ValueError(msg)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        msg = f"`seed` must be a non-negative integer, got {seed!r}."
+        raise TypeError(msg)
     soft_mask = 0.1 if soft_mask is True else float(soft_mask)
     if not np.isfinite(soft_mask) or soft_mask < 0:
         msg = f"`soft_mask` is the L1 strength on weights off the prior and must be >= 0 (0: a hard mask), got {soft_mask}."
@@ -321,7 +325,7 @@ def fit_decoder(
     spec = _spec(
         list(map(str, var_names)), adata.n_obs, net=net, n_latent=n_latent, hidden=hidden, bias=bias, tmin=tmin,
         collinear=collinear, weights=weights, gene_likelihood=gene_likelihood, n_extra=n_extra,
-        soft_mask=soft_mask, recipe=recipe,
+        soft_mask=soft_mask, recipe=recipe, seed=seed,
     )  # fmt: skip
     rec, cfg = spec.recipe, spec.config
     dev = resolve_device(settings.device if device is None else device)
@@ -374,7 +378,7 @@ def _finish(decoder, z, history, data, prior_sign, names, library_ref, n_total, 
     model = Model(decoder, var_names=names[0], latent_names=names[1], orientation=orientation, history=history,
                   library_ref=library_ref, n_obs=n_total,
                   gene_mean=None if gene_mean is None else gene_mean.cpu())  # fmt: skip
-    stats = _statistics(model, data, z)
+    stats = _statistics(model, data)  # from the same start as infer: the same latents for the same cells
     z = stats.pop("z") if stats else z.cpu()
     stats.pop("steps", None)
     stats = {k: gather_rows(torch.as_tensor(v), n_total) if stream else v for k, v in stats.items()}
@@ -392,7 +396,7 @@ def _warn_unconverged(rec, history: dict) -> None:
         )  # fmt: skip
 
 
-def _statistics(model: Model, data, z0: torch.Tensor | None = None) -> dict:
+def _statistics(model: Model, data, *, max_iter: int | None = None, tol: float | None = None) -> dict:
     """What a masked squared-error decoder reports per cell (one-layer, ReLU, with a net):
     exact latents and their standard errors, and the marginal t of each TF with its p-value.
     Empty for other decoders (their latents are the activities)."""
@@ -400,8 +404,15 @@ def _statistics(model: Model, data, z0: torch.Tensor | None = None) -> dict:
     if not (dec.one_layer and dec.config.masked and model.likelihood == "mse" and model.gene_mean is not None):
         return {}
     w, b = dec.get_weight(), dec.get_bias()
-    z, se, steps = exact_latents(data, w, b, relu=dec.config.output == "relu", z0=z0)
+    z, se, steps = exact_latents(data, w, b, relu=dec.config.output == "relu", max_iter=max_iter, tol=tol)
     t, p = marginal_t(data, w, model.gene_mean)
+    empty = int(np.isnan(t).all(1).sum()) if t.shape[1] else 0
+    if empty:
+        logger.warning(
+            "%d cell(s) have no expression at all: their activities are NaN (an empty cell says nothing about "
+            "its TFs). Remove empty cells first, e.g. `sc.pp.filter_cells(adata, min_genes=1)`.",
+            empty,
+        )
     return {"z": z, "z_se": se, "t": t, "pvals": p, "steps": steps}
 
 
@@ -459,10 +470,11 @@ def infer(
 
     Every cell is an independent problem, solved all at once. For a decoder masked by a
     network (the default ``method``), the censored least-squares latents are found
-    exactly by an active-set Newton method (:mod:`regdecoder.train._censored_ls`), with
-    their standard errors, and the activities reported are the marginal t-values of each
-    TF's learned regulon (:mod:`regdecoder.train._score`), as :func:`fit_decoder` reports
-    them for the training cells. Other one-layer decoders, or ``max_iter``/``tol`` given:
+    exactly by an active-set Newton method (:mod:`regdecoder.train._censored_ls`; ``max_iter``
+    Newton steps per cell, default 200, and ``tol`` its relative loss decrease, default
+    1e-6), with their standard errors, and the activities reported are the marginal
+    t-values of each TF's learned regulon (:mod:`regdecoder.train._score`), exactly as
+    :func:`fit_decoder` reports them for the training cells. Other one-layer decoders:
     imputation rounds with one factorisation shared by all cells until the relative change
     of the latents is below ``tol`` (default 1e-5) or ``max_iter`` rounds (default 100).
     ``method='gradient'`` (the default for MLP decoders) runs full-batch Adam on the
@@ -526,9 +538,10 @@ def infer(
             _anndata.library_sizes(adata, source, library_size) / model.library_ref, dtype=torch.float32
         )
     data = source if stream else source.dense(model.device)
-    stats = _statistics(model, data) if method in ("auto", "als") and max_iter is None and tol is None else {}
+    stats = _statistics(model, data, max_iter=max_iter, tol=tol) if method in ("auto", "als") else {}
     if stats:  # exact censored least squares (active-set Newton), standard errors, marginal t
-        z, n_iter, cap = stats.pop("z"), stats.pop("steps"), EXACT_MAX_ITER
+        z, n_iter = stats.pop("z"), stats.pop("steps")
+        cap = EXACT_MAX_ITER if max_iter is None else max_iter
     else:
         z, n_iter = infer_latents(
             model.decoder, data, method=method, max_iter=max_iter, tol=tol, size_factors=sf, z_start=model.z_mean

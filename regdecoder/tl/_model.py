@@ -238,7 +238,14 @@ class Model:
         if not path.exists():
             msg = f"No model file at {str(path)!r}."
             raise FileNotFoundError(msg)
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch fails in many ways on a file that is not (or no longer) a model file
+            msg = (
+                f"Could not read {str(path)!r} as a regdecoder model file ({type(err).__name__}); it is truncated, "
+                "corrupted or not a file written by `Model.save`."
+            )
+            raise ValueError(msg) from err
         if not isinstance(blob, dict) or blob.get("format") not in (_FORMAT, _ENCODER_FORMAT_V010):
             msg = f"{str(path)!r} is not a regdecoder model file (written by `Model.save`)."
             raise ValueError(msg)

@@ -34,7 +34,8 @@ def marginal_t(data, weight: torch.Tensor, gene_mean: torch.Tensor) -> tuple[np.
     """The marginal t-values (cells x latents) and their two-sided p-values (t, ``G - 1`` d.f.).
 
     ``data``: a tensor or a source; ``weight``: genes x latents; ``gene_mean``: genes.
-    A latent without weights, or a constant cell, gets t = 0 and p = 1.
+    A latent without weights, or a constant cell, gets t = 0 and p = 1; a cell without any
+    expression gets NaN.
     """
     source = as_source(data)
     dev, dt = weight.device, weight.dtype
@@ -48,6 +49,8 @@ def marginal_t(data, weight: torch.Tensor, gene_mean: torch.Tensor) -> tuple[np.
         rss = ((xc**2).sum(1, keepdim=True) - beta**2 * nw).clamp(min=0)
         se = (rss / df / nw.clamp(min=1e-30)).sqrt()
         t = torch.where((se > 0) & (nw > 0), beta / se.clamp(min=1e-30), torch.zeros_like(beta))
+        empty = (xc + gene_mean == 0).all(1, keepdim=True)  # a cell with no expression: no activity to report
+        t = torch.where(empty, torch.full_like(t, float("nan")), t)
         out[s:e] = t.cpu().numpy()
     p = 2 * stats.t.sf(np.abs(out), df)
     return out, p.astype(np.float32)
@@ -55,7 +58,14 @@ def marginal_t(data, weight: torch.Tensor, gene_mean: torch.Tensor) -> tuple[np.
 
 @torch.no_grad()
 def exact_latents(
-    data, weight: torch.Tensor, bias: torch.Tensor | None, *, relu: bool, z0: torch.Tensor | None = None
+    data,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    *,
+    relu: bool,
+    z0: torch.Tensor | None = None,
+    max_iter: int | None = None,
+    tol: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """The censored least-squares latents for fixed weights, exactly (an active-set Newton
     method, :func:`~regdecoder.train._censored_ls.solve_censored`), with their standard errors
@@ -73,7 +83,7 @@ def exact_latents(
             xc = xc.clone()
         zc, n, info = solve_censored(
             xc, weight, bias, z0=None if z0 is None else z0[s:e].to(weight.device), return_se=True, censor=relu,
-            max_iter=EXACT_MAX_ITER,
+            max_iter=EXACT_MAX_ITER if max_iter is None else int(max_iter), tol=1e-6 if tol is None else float(tol),
         )  # fmt: skip
         z[s:e], se[s:e] = zc.cpu(), info["se"].cpu()
         steps = max(steps, int(n))

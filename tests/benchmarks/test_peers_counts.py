@@ -43,7 +43,13 @@ def test_peers_quick(tmp_path):
     assert {"regdecoder", "ulm", "mlm", "PCA", "NMF", "FastICA"} <= set(df.method)
     assert set(df.network) == {"true", "signs", "corrupted", "none (Hungarian)"}
     ours = df[df.method == "regdecoder"].set_index("network").pcc_mean
-    assert ours["signs"] > 0.95 and ours["corrupted"] > 0.85
+    # The default shrinks the weights toward the prior's signs (stable activities on real networks);
+    # on this small simulation with uniform true weights that costs some recovery (0.1.0's default:
+    # > 0.95 with signs), but the decoder stays well above every decoupler method on each network.
+    for network in ("true", "signs", "corrupted"):
+        peers_best = df[(df.network == network) & df.method.isin(["ulm", "mlm", "viper"])].pcc_mean.max()
+        assert ours[network] > peers_best + 0.05, network
+    assert ours["signs"] > 0.9 and ours["corrupted"] > 0.85
 
 
 def test_counts_quick(tmp_path):

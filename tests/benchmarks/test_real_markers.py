@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "real_markers.py"
 def test_real_markers_quick(tmp_path):
     spec = importlib.util.spec_from_file_location("real_markers", BENCH)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up
     spec.loader.exec_module(mod)
     summary = mod.main(["--quick", "--out", str(tmp_path)]).set_index("method")
     assert (tmp_path / "real_markers_quick.png").exists() and (tmp_path / "real_markers_quick.csv").exists()

@@ -10,11 +10,15 @@ solves new cells; these are what 0.1.0's infer gave on them. Run with regdecoder
 (commit 15c6fdf predates make_golden.py; use the first version of it, from the commit that added it.)
 """
 
-import importlib.util, sys, tempfile
+import importlib.util
+import sys
+import tempfile
 from pathlib import Path
+
 import numpy as np
-import regdecoder as rd
 import torch
+
+import regdecoder as rd
 
 torch.set_num_threads(1)
 spec = importlib.util.spec_from_file_location("mg", sys.argv[1])

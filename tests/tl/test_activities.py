@@ -126,7 +126,9 @@ def test_standard_errors_of_the_latents_match_statsmodels_ols(grn):
         np.testing.assert_allclose(z[c], fit.params, rtol=1e-3, atol=1e-3)
         np.testing.assert_allclose(se[c], fit.bse, rtol=1e-3)
         np.testing.assert_allclose(zt[c], fit.tvalues, rtol=2e-3)
-        np.testing.assert_allclose(zp[c], 2 * __import__("scipy").stats.norm.sf(np.abs(fit.tvalues)), rtol=0.05, atol=1e-6)
+        np.testing.assert_allclose(
+            zp[c], 2 * __import__("scipy").stats.norm.sf(np.abs(fit.tvalues)), rtol=0.05, atol=1e-6
+        )
 
 
 def test_marginal_t_values_match_statsmodels_ols(grn):

@@ -99,6 +99,8 @@ def test_counts_given_to_the_squared_error_model_warn(grn, caplog):
         ({"layer": "nope"}, KeyError, "Layer 'nope'"),
         ({"use_raw": True}, ValueError, "adata.raw is None"),
         ({"use_raw": True, "layer": "x"}, ValueError, "not both"),
+        ({"seed": None}, TypeError, "seed"),
+        ({"tmin": 0}, ValueError, "tmin"),
     ],
 )
 def test_bad_arguments_fail_before_training(grn, kw, error, match):
@@ -120,3 +122,39 @@ def test_infer_does_not_overwrite_a_fit(grn):
     rd.pl.loss(train, show=False)  # the fit's history is still there
     rd.tl.infer(test, model)  # a key without a fit is written as before
     assert "regdecoder_weights" not in test.varm and "history" not in test.uns["regdecoder"]
+
+
+def test_infer_with_a_tolerance_reports_the_same_statistic_and_the_fit_agrees(grn):
+    train = grn.copy()
+    model = rd.tl.fit_decoder(train, net=grn.uns["sim"]["net"])
+    other = grn.copy()
+    rd.tl.infer(other, model, key_added="tight", tol=1e-9, max_iter=500)
+    assert other.uns["tight"]["statistic"] == "t" and "tight_z_se" in other.obsm
+    np.testing.assert_allclose(np.asarray(other.obsm["tight"]), np.asarray(train.obsm["regdecoder"]), atol=1e-4)
+    rd.tl.infer(other, model, key_added="again")  # the fit solved its cells as infer does: the same latents
+    np.testing.assert_allclose(np.asarray(other.obsm["again_z"]), np.asarray(train.obsm["regdecoder_z"]), atol=1e-5)
+
+
+def test_empty_cells_get_no_activity_and_a_warning(grn, caplog):
+    grn.X[:3] = 0
+    with caplog.at_level(logging.WARNING, logger="regdecoder"):
+        rd.tl.fit_decoder(grn, net=grn.uns["sim"]["net"])
+    t = np.asarray(grn.obsm["regdecoder"])
+    assert np.isnan(t[:3]).all() and np.isfinite(t[3:]).all()
+    assert "3 cell(s) have no expression" in caplog.text and "filter_cells" in caplog.text
+
+
+def test_swapped_columns_warn_and_bad_model_files_name_the_file(grn, caplog, tmp_path):
+    net = grn.uns["sim"]["net"]
+    genes = list(grn.var_names)
+    swapped = net.rename(columns={"source": "target", "target": "source"})
+    swapped["target"] = [genes[i % 10] for i in range(len(swapped))]  # 10 "targets"
+    swapped["source"] = [genes[10 + i % 50] for i in range(len(swapped))]  # 50 "regulators"
+    swapped = swapped.drop_duplicates(["source", "target"])
+    with caplog.at_level(logging.WARNING, logger="regdecoder"):
+        rd.pp.prepare_net(swapped, genes, tmin=1)
+    assert "swapped" in caplog.text
+    bad = tmp_path / "model.pt"
+    bad.write_text("hello")
+    with pytest.raises(ValueError, match=r"Could not read .*model.pt.* as a regdecoder model file"):
+        rd.tl.Model.load(bad)
