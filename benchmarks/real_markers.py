@@ -302,7 +302,8 @@ def knn_purity(rep: np.ndarray, labels: pd.Series) -> float:
     import scanpy as sc
     from anndata import AnnData
 
-    ad = AnnData(X=np.zeros((rep.shape[0], 1), np.float32), obs=pd.DataFrame({"y": labels.to_numpy()}))
+    obs = pd.DataFrame({"y": labels.to_numpy()}, index=[str(i) for i in range(rep.shape[0])])
+    ad = AnnData(X=np.zeros((rep.shape[0], 1), np.float32), obs=obs)
     ad.obsm["rep"] = np.asarray(rep, np.float64)
     sc.pp.neighbors(ad, use_rep="rep", n_neighbors=N_NEIGHBORS, random_state=0)
     d = ad.obsp["distances"].tocsr()
