@@ -213,7 +213,6 @@ class ExpressionSource:
             raise ValueError(msg)
         self.mat, self.where = mat, where
         self.backed = is_backed(mat)
-        self.sparse = sparse.issparse(mat) or (self.backed and getattr(mat, "format", None) == "csr")
         self.n_total = mat.shape[0]
         self.offset = int(start)
         self.n_obs = int(stop) - self.offset
@@ -303,8 +302,7 @@ def read(
     if shard:
         rank, size = world()
         start, stop = shard_bounds(mat.shape[0], rank, size)
-    in_memory_dense = isinstance(mat, np.ndarray) or (not sparse.issparse(mat) and not is_backed(mat))
-    chunk = (stop - start) if in_memory_dense else default_chunk_size(mat.shape[1])
+    chunk = (stop - start) if isinstance(mat, np.ndarray) else default_chunk_size(mat.shape[1])  # dense: one chunk
     domain = {None: "any", "mse": "nonnegative", "poisson": "counts", "nb": "counts"}.get(likelihood, "any")
     checker = _Checker(where, adata.obs_names, var_names, domain, likelihood or "")
     return ExpressionSource(
