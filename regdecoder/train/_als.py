@@ -583,6 +583,8 @@ def fit_als(
             z[s:e] -= m.to(tdev)
         bias = bias + weight @ m
     decoder.set_weight(weight, bias)
+    bar.total = bar.n  # stopped early (converged): the bar ends full, not at the cap's fraction
+    bar.refresh()
     bar.close()
     history = log.close()
     history["converged"] = bool(converged)

@@ -55,6 +55,8 @@ class EpochLog:
         return stop
 
     def close(self) -> dict:
+        self.bar.total = self.bar.n  # an early stop ends the bar full
+        self.bar.refresh()
         self.bar.close()
         self.history["epochs"] = len(self.history["loss"])
         return self.history
