@@ -42,6 +42,7 @@ from ._source import (
     chunks,
     default_chunk_size,
     gather_rows,
+    stream,
     world,
 )
 
@@ -147,8 +148,7 @@ def solve_latents(
     out = torch.empty(source.n_obs, weight.shape[1], dtype=weight.dtype, device=out_device)
     rounds = 0
     bar = tqdm(total=source.n_obs, desc="infer", unit="cell", unit_scale=True, disable=not progress, leave=False)
-    for s, e in chunks(source):
-        xc = source.read(s, e).to(device=dev, dtype=weight.dtype)
+    for s, e, xc in stream(source, dev, weight.dtype):
         zc, r = _solve_chunk(
             xc, weight, bias, chol, None if z is None else z[s:e].to(dev), relu=relu, n_iter=n_iter, tol=tol
         )
@@ -327,11 +327,6 @@ def masked_pca_init(
     return v * deg.sqrt()
 
 
-def read_chunk(source, start: int, stop: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Rows ``start:stop`` of a source, dense, on ``device``."""
-    return source.read(start, stop).to(device=device, dtype=dtype)
-
-
 # ------------------------------------------------------------------ placement
 def table_device(dev: torch.device, n_rows: int, n_latent: int, n_tables: int) -> torch.device:
     """Where the latent tables live: on the compute device when ``n_tables`` tables of
@@ -445,8 +440,8 @@ def fit_als(
         raise ValueError(msg)
     signs = None if prior_sign is None else prior_sign.to(dev, dtype) * mask
     gene_sum = torch.zeros(n_genes, device=dev, dtype=torch.float64)
-    for s, e in chunks(source):  # the gene means (the bias's start; the marginal statistic's centre)
-        gene_sum += read_chunk(source, s, e, dev, dtype).sum(0, dtype=torch.float64)
+    for _, _, xc in stream(source, dev, dtype):  # the gene means (the bias's start; the marginal statistic's centre)
+        gene_sum += xc.sum(0, dtype=torch.float64)
     all_reduce(gene_sum)
     gene_mean = (gene_sum / n_total).to(dtype)
     gen = torch.Generator().manual_seed(seed)
@@ -487,17 +482,13 @@ def fit_als(
     def zeros():
         return torch.zeros(cols, cols, device=dev, dtype=dtype), torch.zeros(n_genes, cols, device=dev, dtype=dtype)
 
-    def read(s, e):
-        return read_chunk(source, s, e, dev, dtype)
-
     def penalty(w):
         return shrink_n * float(((w - signs) ** 2 * mask).sum()) if shrink_n > 0 and not fixed_weights else 0.0
 
     # Pass 0: least-squares latents from the initial weights, and the first statistics.
     gram, rhs = zeros()
     chol = _ridge_factor(weight.T @ weight, ridge)
-    for s, e in chunks(source):
-        xc = read(s, e)
+    for s, e, xc in stream(source, dev, dtype):
         zc = torch.cholesky_solve(((xc if bias is None else xc - bias) @ weight).T, chol).T
         z[s:e] = zc.to(tdev)
         stats(zc, censored_target(xc, _predict(zc, weight, bias), relu), gram, rhs)
@@ -530,8 +521,7 @@ def fit_als(
         gram, rhs = zeros()
         gram_e, rhs_e = zeros() if try_e else (None, None)
         loss = loss_e = 0.0
-        for s, e in chunks(source):
-            xc = read(s, e)
+        for s, e, xc in stream(source, dev, dtype):
             zc = z[s:e].to(dev) * rms
             y = censored_target(xc, _predict(zc, weight, bias), relu)
             yb = y if bias is None else y - bias

@@ -20,9 +20,8 @@ import numpy as np
 import torch
 from scipy import stats
 
-from ._als import read_chunk
 from ._censored_ls import solve_censored
-from ._source import as_source, chunks
+from ._source import as_source, stream
 
 #: Newton steps at most per cell. On pbmc68k_reduced + CollecTRI (160 latents, 765 genes) every
 #: cell converged within 97 steps; 50 left 77 of 700 cells unconverged.
@@ -43,8 +42,8 @@ def marginal_t(data, weight: torch.Tensor, gene_mean: torch.Tensor) -> tuple[np.
     nw = (weight**2).sum(0)
     out = np.empty((source.n_obs, weight.shape[1]), dtype=np.float32)
     df = max(1, source.n_vars - 1)
-    for s, e in chunks(source):
-        xc = read_chunk(source, s, e, dev, dt) - gene_mean
+    for s, e, xc in stream(source, dev, dt):
+        xc = xc - gene_mean
         beta = (xc @ weight) / nw.clamp(min=1e-30)
         rss = ((xc**2).sum(1, keepdim=True) - beta**2 * nw).clamp(min=0)
         se = (rss / df / nw.clamp(min=1e-30)).sqrt()
@@ -77,8 +76,7 @@ def exact_latents(
     z = torch.empty(source.n_obs, k, dtype=weight.dtype)
     se = torch.empty(source.n_obs, k, dtype=weight.dtype)
     steps = 0
-    for s, e in chunks(source):
-        xc = read_chunk(source, s, e, weight.device, weight.dtype)
+    for s, e, xc in stream(source, weight.device, weight.dtype):
         if not relu:  # every entry is observed: censoring does not apply
             xc = xc.clone()
         zc, n, info = solve_censored(

@@ -78,6 +78,13 @@ def chunks(source):
         yield s, min(source.n_obs, s + step)
 
 
+def stream(source, device: torch.device, dtype: torch.dtype = torch.float32):
+    """``(start, stop, x)`` for each chunk of a source: ``x`` the chunk's cells, dense, ``dtype``,
+    on ``device``. Every solver reads its data through this one loop."""
+    for s, e in chunks(source):
+        yield s, e, source.read(s, e).to(device=device, dtype=dtype)
+
+
 # ------------------------------------------------------------------ process group
 def world() -> tuple[int, int]:
     """``(rank, world_size)`` of the default process group, ``(0, 1)`` without one."""
