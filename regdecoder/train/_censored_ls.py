@@ -54,16 +54,16 @@ import torch
 
 _CHUNK_ELEMENTS = 2**25  # bound on a temporary (cells x genes) block
 _H_ELEMENTS = 2**24  # bound on the (cells x k x k) curvature stack of a chunk
-_CHUNK_CELLS = 128  # on the CPU: batched Cholesky and the sparse assembly are fastest on small batches
+_CHUNK_CELLS = 32  # on the CPU: a batch's k x k matrices stay in the cache (64-256 were 1.3-2x slower at k = 200)
 _WOODBURY_RANK = 0.5  # active zeros (as a fraction of k) up to which a step reuses the observed factor
 _SPARSE_FRACTION = 0.3  # outer-product table denser than this: dense assembly
 
 
 class _Curvature:
-    """Assembles ``H_c = sum_g a[c, g] w_g w_g'`` for a batch of cells.
+    """Assembles ``H_c = sum_g a[c, g] w_g w_g'`` for a batch of cells, both triangles.
 
-    With a sparse outer-product table only the lower triangle is filled (the upper is
-    zero): every consumer is a Cholesky factorisation, which reads the lower triangle.
+    When ``W`` is sparse (masked), from a sparse table of the genes' outer products: one
+    sparse-dense product per batch. Otherwise densely.
     """
 
     def __init__(self, weight: torch.Tensor) -> None:
@@ -75,7 +75,7 @@ class _Curvature:
         self.sparse = nnz <= _SPARSE_FRACTION * n * k * k
         self.weight = weight
         if self.sparse:
-            # Q (k*k x n): Q[i*k + j, g] = W[g, i] W[g, j] for i >= j in the support of gene g.
+            # Q (k*k x n): Q[i*k + j, g] = W[g, i] W[g, j] for i, j in the support of gene g.
             genes, cols = torch.nonzero(nz, as_tuple=True)
             starts = torch.cumsum(deg, 0) - deg
             # all ordered pairs of a gene's nonzero columns
@@ -87,8 +87,6 @@ class _Curvature:
             pair_gene = genes[first]
             second = starts[pair_gene] + offs
             ci, cj = cols[first], cols[second]
-            low = ci >= cj  # the lower triangle only: the Cholesky factorisation reads no other
-            pair_gene, ci, cj = pair_gene[low], ci[low], cj[low]
             vals = weight[pair_gene, ci] * weight[pair_gene, cj]
             rows = ci * k + cj
             with warnings.catch_warnings():  # torch's "sparse CSR support is in beta" notice
@@ -101,7 +99,7 @@ class _Curvature:
     def __call__(self, active: torch.Tensor) -> torch.Tensor:
         a = active.to(self.weight.dtype)
         if self.sparse:
-            return torch.sparse.mm(self.q, a.T).T.reshape(a.shape[0], self.k, self.k)
+            return torch.sparse.mm(self.q, a.T.contiguous()).T.reshape(a.shape[0], self.k, self.k)
         return (a.unsqueeze(2) * self.weight).mT @ self.weight
 
 
@@ -128,23 +126,84 @@ def _cholesky(h: torch.Tensor, lam: float) -> torch.Tensor:
     return chol
 
 
-def _chol_solve(chol: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    y = torch.linalg.solve_triangular(chol, rhs.unsqueeze(-1), upper=False)
-    return torch.linalg.solve_triangular(chol.mT, y, upper=True).squeeze(-1)
+def _schur_inverse(h: torch.Tensor) -> torch.Tensor:
+    """Inverses of symmetric positive definite matrices (batched, both triangles read).
+
+    Block inversion by Schur complements, ``[[A, B'], [B, C]]^-1`` from ``A^-1`` and
+    ``S^-1`` with ``S = C - B A^-1 B'``, recursively: the work is batched matrix products
+    (~``k^3`` flops at the speed of ``bmm``), where a Cholesky factor and its inverse take
+    ~``2k^3/3`` flops at the speed of batched LAPACK, which on the CPU is several times
+    slower. Leaves (``<= 32`` wide) are Cholesky-inverted (with more ridge where rounding
+    left one indefinite, as :func:`_cholesky`).
+    """
+    n = h.shape[-1]
+    if n <= 32:
+        return torch.cholesky_inverse(_cholesky(h.clone(), 0.0))
+    m = n // 2
+    a_inv = _schur_inverse(h[..., :m, :m])
+    b = h[..., m:, :m]
+    ba = b @ a_inv  # B A^-1
+    s_inv = _schur_inverse(h[..., m:, m:] - ba @ b.mT)
+    off = -(s_inv @ ba)  # lower-left block of the inverse
+    out = torch.empty_like(h)
+    out[..., :m, :m] = a_inv - ba.mT @ off
+    out[..., m:, :m] = off
+    out[..., :m, m:] = off.mT
+    out[..., m:, m:] = s_inv
+    return out
 
 
-def _woodbury_solve(
-    chol_p: torch.Tensor, weight: torch.Tensor, extra: torch.Tensor, r_max: int, rhs: torch.Tensor
-) -> torch.Tensor:
-    """``(L L' + U'U)^-1 rhs`` per cell, ``L L'`` the observed-set factor and ``U`` the rows
-    of ``weight`` at the cell's ``extra`` genes (its active zeros), padded to ``r_max``."""
-    vals, idx = extra.to(weight.dtype).topk(r_max, dim=1)
-    u = weight[idx] * vals.unsqueeze(2)  # cells x r x k, zero rows for the padding
-    vy = torch.linalg.solve_triangular(chol_p, torch.cat([u.mT, rhs.unsqueeze(-1)], dim=2), upper=False)
-    v, y = vy[..., :r_max], vy[..., r_max:]  # L^-1 U', L^-1 rhs
-    cap = v.mT @ v + torch.eye(r_max, dtype=weight.dtype, device=weight.device)
-    w = torch.cholesky_solve(v.mT @ y, torch.linalg.cholesky(cap))
-    return torch.linalg.solve_triangular(chol_p.mT, y - v @ w, upper=True).squeeze(-1)
+class _Factor:
+    """``H_P + lam I`` of a batch of cells (``H_P`` the curvature of the observed genes), and
+    solves with it and with its low-rank updates ``H_P + U'U`` (Woodbury, ``U`` the rows of
+    ``W`` at a cell's active zeros, padded with zero rows to ``r``).
+
+    Held as a Cholesky factor (``inverse=False``: cheapest when only solves are needed) or
+    as the explicit inverse (``inverse=True``: solves become matrix-vector products, and the
+    diagonal of the inverse, for the standard errors, costs no more).
+    """
+
+    def __init__(self, h: torch.Tensor, lam: float, *, inverse: bool) -> None:
+        self.inverse = inverse
+        if inverse:
+            h.diagonal(dim1=-2, dim2=-1).add_(lam)
+            self.m = _schur_inverse(h)
+        else:
+            self.m = _cholesky(h, lam)
+
+    def take(self, rows: torch.Tensor) -> _Factor:
+        out = _Factor.__new__(_Factor)
+        out.inverse, out.m = self.inverse, self.m[rows]
+        return out
+
+    def solve(self, g: torch.Tensor) -> torch.Tensor:
+        """``H^-1 g`` (``g``: cells x k, or cells x k x r)."""
+        vec = g.dim() == 2
+        g = g.unsqueeze(-1) if vec else g
+        out = self.m @ g if self.inverse else torch.cholesky_solve(g, self.m)
+        return out.squeeze(-1) if vec else out
+
+    def woodbury(self, weight: torch.Tensor, extra: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``V = H^-1 U'`` (cells x k x r) and the Cholesky factor of ``C = I + U V``."""
+        vals, idx = extra.to(weight.dtype).topk(r, dim=1)
+        u = weight[idx] * vals.unsqueeze(2)  # cells x r x k, zero rows for the padding
+        v = self.solve(u.mT)
+        cap = u @ v
+        cap.diagonal(dim1=-2, dim2=-1).add_(1.0)
+        return v, torch.linalg.cholesky(cap)
+
+    def solve_updated(self, weight: torch.Tensor, extra: torch.Tensor, r: int, g: torch.Tensor) -> torch.Tensor:
+        """``(H + U'U)^-1 g = H^-1 g - V C^-1 V' g``."""
+        v, chol_c = self.woodbury(weight, extra, r)
+        return self.solve(g) - (v @ torch.cholesky_solve(v.mT @ g.unsqueeze(-1), chol_c)).squeeze(-1)
+
+    def inverse_diagonal(self, weight: torch.Tensor, extra: torch.Tensor, r: int) -> torch.Tensor:
+        """``diag((H + U'U)^-1) = diag(H^-1) - rowsum(V * V C^-1)`` (``inverse=True`` only)."""
+        base = self.m.diagonal(dim1=-2, dim2=-1)
+        if r == 0:
+            return base
+        v, chol_c = self.woodbury(weight, extra, r)
+        return base - (v * torch.cholesky_solve(v.mT, chol_c).mT).sum(-1)
 
 
 def _loss(xc: torch.Tensor, obs: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -191,7 +250,7 @@ def solve_censored(
     return_se
         Also return per-cell, per-latent standard errors in ``info['se']``.
     chunk_size
-        Cells per batch (default: 128 on the CPU, else a bound on the temporaries'
+        Cells per batch (default: 32 on the CPU, else a bound on the temporaries'
         size). With ``torch.get_num_threads() > 1`` on the CPU, chunks run in
         parallel threads, each with one intra-op thread; the result does not depend
         on the thread count.
@@ -241,15 +300,15 @@ def solve_censored(
         active, f = _loss(xc, obs, p)
         iters = torch.zeros(nc, dtype=torch.long, device=dev)
         conv = torch.zeros(nc, dtype=torch.bool, device=dev)
-        # Curvature of the observed genes (always active): later steps add the few
-        # active zeros to it by a Woodbury update instead of a new factorisation.
-        chol_p = _cholesky(curv(obs), lam) if max_iter > 0 else None
+        # Curvature of the observed genes (always active), factorised once per cell: later
+        # steps add the few active zeros to it by a Woodbury update instead of a new factor.
+        fac0 = _Factor(curv(obs), lam, inverse=return_se) if max_iter > 0 else None
         if z0 is None and max_iter > 0:
             # First step: least squares over the observed (nonzero) genes only, i.e. the
             # Newton step for the guess "no zero is active". At the solution only a few
             # zeros are active, so this lands next to the final active set. Kept only
             # where it lowers the loss.
-            d = -_chol_solve(chol_p, torch.where(obs, p - xc, zero) @ weight)
+            d = -fac0.solve(torch.where(obs, p - xc, zero) @ weight)
             q = d @ weight.T
             a1, f1 = _loss(xc, obs, p + q)
             better = f1 <= f
@@ -259,22 +318,37 @@ def solve_censored(
             active, f = torch.where(bc, a1, active), torch.where(better, f1, f)
             iters += 1
             conv = better & ((a1 == obs).all(1) | (f1 <= 0))
-        # Newton steps on the cells not done yet; the state is compacted to those cells.
+        # Newton steps on the cells not done yet; the state is compacted to those cells. The
+        # factors (k x k per cell) are compacted only when at most half of theirs are left:
+        # ``pos`` are the live cells' rows in ``fac``, which may hold finished cells too.
         ids = torch.nonzero(~conv).squeeze(1)
         zl, pl, al, fl, xl, ol = z[ids], p[ids], active[ids], f[ids], xc[ids], obs[ids]
-        cl = chol_p[ids] if chol_p is not None else None
+        fac, pos = fac0, ids
+
+        def padded(t: torch.Tensor) -> torch.Tensor:  # rows of the live cells -> rows of fac
+            if pos.numel() == fac.m.shape[0]:
+                return t
+            out = torch.zeros((fac.m.shape[0],) + tuple(t.shape[1:]), dtype=t.dtype, device=dev)
+            out[pos] = t
+            return out
+
+        def live(t: torch.Tensor) -> torch.Tensor:
+            return t if pos.numel() == fac.m.shape[0] else t[pos]
+
         for _ in range(max_iter - int(z0 is None)):
             if ids.numel() == 0:
                 break
+            if 2 * pos.numel() <= fac.m.shape[0]:
+                fac, pos = fac.take(pos), torch.arange(pos.numel(), device=dev)
             grad = torch.where(al, pl - xl, zero) @ weight  # half the gradient
             extra = al & ~ol  # active zeros
             r_max = int(extra.sum(1).max())
             if r_max == 0:
-                d = -_chol_solve(cl, grad)
+                d = -live(fac.solve(padded(grad)))
             elif r_max <= k * _WOODBURY_RANK:
-                d = -_woodbury_solve(cl, weight, extra, r_max, grad)
+                d = -live(fac.solve_updated(weight, padded(extra), r_max, padded(grad)))
             else:
-                d = -_chol_solve(_cholesky(curv(al), lam), grad)
+                d = -_Factor(curv(al), lam, inverse=False).solve(grad)
             q = d @ weight.T
             slope = 2.0 * (grad * d).sum(1, dtype=torch.float64)  # directional derivative (< 0)
             t = torch.ones(ids.numel(), dtype=torch.float64, device=dev)
@@ -308,7 +382,7 @@ def solve_censored(
                 z[fin], p[fin], active[fin], f[fin] = zl[done], pl[done], al[done], fl[done]
                 conv[fin] = True
                 go = ~done
-                ids, zl, pl, al, fl, xl, ol, cl = (v[go] for v in (ids, zl, pl, al, fl, xl, ol, cl))
+                ids, zl, pl, al, fl, xl, ol, pos = (v[go] for v in (ids, zl, pl, al, fl, xl, ol, pos))
         if ids.numel():  # max_iter reached
             z[ids], p[ids], active[ids], f[ids] = zl, pl, al, fl
         z_out[s : s + nc] = z
@@ -317,12 +391,20 @@ def solve_censored(
         conv_out[s : s + nc] = conv
         nact_out[s : s + nc] = active.sum(1)
         if return_se:
-            h = curv(active)
-            has = h.diagonal(dim1=1, dim2=2) > 0
-            chol = _cholesky(h, lam)
-            eye = torch.eye(k, dtype=dt, device=dev).expand(nc, k, k)
-            inv_l = torch.linalg.solve_triangular(chol, eye, upper=False)
-            diag_inv = (inv_l * inv_l).sum(1)  # diag(H^-1) = column sums of L^-1 squared
+            has = active.to(dt) @ (weight * weight) > 0  # latents with an active gene
+            extra = active & ~obs
+            r = extra.sum(1)
+            few = r <= k * _WOODBURY_RANK if fac0 is not None else torch.zeros_like(r, dtype=torch.bool)
+            diag_inv = torch.empty(nc, k, dtype=dt, device=dev)
+            if bool(few.all()):
+                diag_inv = fac0.inverse_diagonal(weight, extra, int(r.max()))
+            else:  # cells with many active zeros (or no factor yet): a new inverse
+                i, j = torch.nonzero(few).squeeze(1), torch.nonzero(~few).squeeze(1)
+                if i.numel():
+                    diag_inv[i] = fac0.take(i).inverse_diagonal(weight, extra[i], int(r[i].max()))
+                h = curv(active[j])
+                h.diagonal(dim1=-2, dim2=-1).add_(lam)
+                diag_inv[j] = _schur_inverse(h).diagonal(dim1=-2, dim2=-1)
             dof = (active.sum(1) - k).to(torch.float64)
             sigma2 = torch.where(dof > 0, f / dof.clamp(min=1), torch.full_like(f, float("nan"))).to(dt)
             se = (diag_inv * sigma2.unsqueeze(1)).sqrt()
