@@ -67,7 +67,31 @@ def _ridge_factor(gram: torch.Tensor, ridge: float) -> torch.Tensor:
 
 
 def _predict(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    return z @ weight.T if bias is None else z @ weight.T + bias
+    return z @ weight.T if bias is None else torch.addmm(bias, z, weight.T)
+
+
+def _impute_(
+    x: torch.Tensor, obs: torch.Tensor | None, p: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """:func:`censored_target` with the observed entries ``obs = x != 0`` computed once per chunk,
+    written into ``out`` (may be ``p`` itself): no temporaries of the chunk's size."""
+    if obs is None:
+        return x
+    out = torch.clamp(p, max=0, out=out) if out is not None else p.clamp(max=0)
+    return torch.where(obs, x, out, out=out)
+
+
+def _sq_dist(y: torch.Tensor, p: torch.Tensor) -> float:
+    """``sum((y - p)^2)``, overwriting ``y``."""
+    y = y.sub_(p).view(-1)
+    return float(torch.dot(y, y))
+
+
+def _latents(y: torch.Tensor, weight: torch.Tensor, bias_w: torch.Tensor | None, chol: torch.Tensor) -> torch.Tensor:
+    """Least-squares latents ``(W'W)^-1 W'(y - b)`` of a chunk; ``bias_w = W' b`` (a k-vector) is
+    subtracted after the product, so ``y - b`` is never formed."""
+    rhs = y @ weight if bias_w is None else (y @ weight).sub_(bias_w)
+    return torch.cholesky_solve(rhs.T, chol).T
 
 
 def _solve_chunk(
@@ -473,11 +497,15 @@ def fit_als(
     )
     cols = n_latent + (1 if has_bias else 0)
 
-    def stats(zc, y, gram, rhs):
+    def stats(zc, y, gram, rhs):  # Z'Z and Y'Z, with a column of ones for the bias (never formed)
+        gram[:n_latent, :n_latent] += zc.T @ zc
+        rhs[:, :n_latent] += y.T @ zc
         if has_bias:
-            zc = torch.cat([zc, torch.ones(zc.shape[0], 1, dtype=zc.dtype, device=zc.device)], dim=1)
-        gram += zc.T @ zc
-        rhs += y.T @ zc
+            zs = zc.sum(0)
+            gram[:n_latent, -1] += zs
+            gram[-1, :n_latent] += zs
+            gram[-1, -1] += zc.shape[0]
+            rhs[:, -1] += y.sum(0)
 
     def zeros():
         return torch.zeros(cols, cols, device=dev, dtype=dtype), torch.zeros(n_genes, cols, device=dev, dtype=dtype)
@@ -489,9 +517,10 @@ def fit_als(
     gram, rhs = zeros()
     chol = _ridge_factor(weight.T @ weight, ridge)
     for s, e, xc in stream(source, dev, dtype):
-        zc = torch.cholesky_solve(((xc if bias is None else xc - bias) @ weight).T, chol).T
+        zc = _latents(xc, weight, None if bias is None else bias @ weight, chol)
         z[s:e] = zc.to(tdev)
-        stats(zc, censored_target(xc, _predict(zc, weight, bias), relu), gram, rhs)
+        p = _predict(zc, weight, bias)
+        stats(zc, _impute_(xc, xc != 0 if relu else None, p, out=p), gram, rhs)
     all_reduce(gram, rhs)
 
     prev = None
@@ -521,21 +550,22 @@ def fit_als(
         gram, rhs = zeros()
         gram_e, rhs_e = zeros() if try_e else (None, None)
         loss = loss_e = 0.0
+        bias_w = None if bias is None else bias @ weight
         for s, e, xc in stream(source, dev, dtype):
+            obs = xc != 0 if relu else None
             zc = z[s:e].to(dev) * rms
-            y = censored_target(xc, _predict(zc, weight, bias), relu)
-            yb = y if bias is None else y - bias
-            zc = torch.cholesky_solve((yb @ weight).T, chol).T
+            buf = _predict(zc, weight, bias)
+            zc = _latents(_impute_(xc, obs, buf, out=buf), weight, bias_w, chol)
             p = _predict(zc, weight, bias)
-            y = censored_target(xc, p, relu)
-            loss += float(((y - p) ** 2).sum())
+            y = _impute_(xc, obs, p, out=buf) if relu else xc.clone()
             stats(zc, y, gram, rhs)
+            loss += _sq_dist(y, p)
             if try_e:
                 ze = zc + beta * (zc - last[s:e].to(dev))
                 pe = _predict(ze, w_e, b_e)
-                ye = censored_target(xc, pe, relu)
-                loss_e += float(((ye - pe) ** 2).sum())
+                ye = _impute_(xc, obs, pe, out=buf) if relu else xc.clone()
                 stats(ze, ye, gram_e, rhs_e)
+                loss_e += _sq_dist(ye, pe)
             z[s:e] = zc.to(tdev)
             bar.update((e - s) * size)
         loss, loss_e = all_reduce_floats(loss, loss_e, device=dev)
