@@ -56,7 +56,9 @@ def data(n: int, seed: int = 1):
     return w, sparse.vstack(mats).tocsr(), np.concatenate(zs)
 
 
-def run(variant: str, x: torch.Tensor, w: np.ndarray, truth: np.ndarray, max_epochs: int, chunk: int) -> list[dict]:
+def run(
+    variant: str, x: torch.Tensor, w: np.ndarray, truth: np.ndarray, max_epochs: int, chunk: int | None
+) -> list[dict]:
     from regdecoder.nn import Decoder, DecoderConfig
     from regdecoder.train import fit_als
     from regdecoder.train._source import TensorSource
@@ -65,18 +67,21 @@ def run(variant: str, x: torch.Tensor, w: np.ndarray, truth: np.ndarray, max_epo
     mask = torch.from_numpy(w != 0)
     rows, cols = torch.nonzero(mask, as_tuple=True)
     dec = Decoder(DecoderConfig(n_genes=w.shape[0], n_latent=w.shape[1], masked=True, bias=v["bias"]), rows, cols)
+    dec = dec.to(x.device)
     rows_out: list[dict] = []
     paused = [0.0]
     t0 = time.perf_counter()
 
     def cb(state):
+        if x.device.type == "cuda":
+            torch.cuda.synchronize()
         t = time.perf_counter()
-        pcc = mean_pcc(state["z"].numpy(), truth, np.arange(w.shape[1]), signed=False)
+        pcc = mean_pcc(state["z"].cpu().numpy(), truth, np.arange(w.shape[1]), signed=False)
         rows_out.append({"variant": variant, "epoch": state["epoch"], "seconds": t - t0 - paused[0],
                          "loss": state["loss"], "abs_pcc": pcc})  # fmt: skip
         paused[0] += time.perf_counter() - t
 
-    fit_als(dec, TensorSource(x, chunk_size=chunk), prior_sign=torch.from_numpy(np.sign(w)), max_epochs=max_epochs,
+    fit_als(dec, TensorSource(x, chunk_size=chunk), prior_sign=torch.from_numpy(np.sign(w)).to(x.device), max_epochs=max_epochs,
             tol=0.0, start=v["start"], shrink=v["shrink"], extrapolate=v["extrapolate"], center=v["center"],
             seed=0, progress=False, callback=cb)  # fmt: skip
     return rows_out
@@ -87,14 +92,15 @@ def main(argv=None) -> pd.DataFrame:
     p.add_argument("--n", type=int, default=100_000)
     p.add_argument("--max-epochs", type=int, default=30)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS))
-    p.add_argument("--chunk", type=int, default=16_777)
+    p.add_argument("--chunk", type=int, default=16_777, help="cells per chunk (0: all at once)")
+    p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=str(HERE / "results"))
     a = p.parse_args(argv)
     w, xs, truth = data(a.n)
-    x = torch.from_numpy(xs.toarray())
+    x = torch.from_numpy(xs.toarray()).to(a.device)
     rows = []
     for variant in a.variants:
-        r = run(variant, x, w, truth, a.max_epochs, a.chunk)
+        r = run(variant, x, w, truth, a.max_epochs, a.chunk or None)
         rows += r
         print(pd.DataFrame(r).to_string(index=False), flush=True)
     df = pd.DataFrame(rows)
@@ -113,9 +119,9 @@ def main(argv=None) -> pd.DataFrame:
     # The ceiling: the exact censored least-squares latents given the TRUE weights (no fit).
     from regdecoder.train._censored_ls import solve_censored
 
-    z, _, _ = solve_censored(x, torch.from_numpy(w))
+    z, _, _ = solve_censored(x, torch.from_numpy(w).to(x.device))
     summ.append({"variant": "oracle (true weights, exact latents)", "n_cells": a.n,
-                 "final_abs_pcc": mean_pcc(z.numpy(), truth, np.arange(w.shape[1]), signed=False)})  # fmt: skip
+                 "final_abs_pcc": mean_pcc(z.cpu().numpy(), truth, np.arange(w.shape[1]), signed=False)})  # fmt: skip
     summ = pd.DataFrame(summ)
     summ.to_csv(out / "epochs_summary.csv", index=False)
     print(summ.to_string(index=False))

@@ -23,4 +23,9 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
   echo "== scale setting: 10^6 cells x 2,000 genes, 200 TFs, sparse counts; fit to |PCC| 0.98 and infer 10^6 new cells"
   "$PY" benchmarks/scale.py --device cuda --workers 12 --sizes 1000000 --max-epochs 30 --stop-pcc 0.98 \
     --mlm-cells 100000 --out "$OUT/scale" --data-dir "${TMPDIR:-/tmp}/regdecoder_scale_data" 2>&1 | tail -12
+  echo "== torch.distributed: the sharded ALS with nccl (one process per GPU) against one process"
+  "$PY" benchmarks/distributed_check.py --backend nccl --nprocs "$(nvidia-smi -L | wc -l)" --device cuda \
+    --n-obs 200000 --out "$OUT" 2>&1 | tail -3
+  echo "== epochs and seconds to |PCC| 0.98 / 0.99 per ALS variant, 10^5 cells on the device"
+  "$PY" benchmarks/epochs.py --n 100000 --device cuda --out "$OUT/epochs" 2>&1 | tail -6
 } 2>&1 | tee "$OUT/gpu_check.log"

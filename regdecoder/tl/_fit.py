@@ -388,7 +388,7 @@ def _finish(decoder, z, history, data, prior_sign, names, library_ref, n_total, 
 
 
 def _warn_unconverged(rec, history: dict) -> None:
-    if rec.solver == "als" and not history.get("converged", True) and rec.callback is None:
+    if rec.solver == "als" and rec.tol > 0 and not history.get("converged", True) and rec.callback is None:
         logger.warning(
             "fit_decoder stopped at max_epochs=%d before the loss settled (an epoch still lowered it by more than "
             "tol=%g); the activities may change with more epochs: recipe={'max_epochs': %d}.",
