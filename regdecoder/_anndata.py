@@ -291,32 +291,28 @@ class ExpressionSource:
             return int(indptr[hi] - indptr[lo])
         return None
 
-    def _csr_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(indptr, indices, data)`` of this source's cells: model gene order, float32, each
-        position once (duplicates summed, as ``toarray`` does), every chunk checked once."""
-        if self.backed:
-            blocks = [self._read_checked(s, e) for s, e in chunks(self)]
-        elif self.offset == 0 and self.n_obs == self.mat.shape[0]:
-            blocks = [self.mat]  # not a slice: a slice copies the arrays
-        else:
-            blocks = [self.mat[self.offset : self.offset + self.n_obs]]
-        parts = []
-        for block in blocks:
-            block = sparse.csr_matrix(block)
+    def _to_csr(self, device: torch.device) -> torch.Tensor:
+        """This source's cells as a float32 torch CSR tensor on ``device``: the model's gene
+        order, each position once (duplicates summed, as ``toarray`` sums them), every chunk
+        checked once. Copied chunk by chunk: the host holds one chunk at a time."""
+        nnz = self._nnz()
+        idx = csr_index_dtype(nnz, self.n_vars)
+        crow = torch.zeros(self.n_obs + 1, dtype=torch.int64)
+        col = torch.empty(nnz, dtype=idx, device=device)
+        val = torch.empty(nnz, dtype=torch.float32, device=device)
+        at = 0
+        for s, e in chunks(self):
+            block = sparse.csr_matrix(self._read_checked(s, e))
             if not block.has_canonical_format:
                 block = block.copy()
                 block.sum_duplicates()  # in the data's own dtype, as toarray sums them
-            parts.append(self._reordered(block))
-        if len(parts) == 1:  # in memory: the arrays themselves, shared when already float32
-            indptr, indices, data = parts[0].indptr, parts[0].indices, parts[0].data
-        else:
-            ends = np.cumsum([0] + [p.nnz for p in parts])
-            indptr = np.concatenate(
-                [[0]] + [p.indptr[1:].astype(np.int64) + end for p, end in zip(parts, ends[:-1], strict=True)]
-            )
-            indices = np.concatenate([p.indices for p in parts])
-            data = np.concatenate([p.data for p in parts])
-        return indptr, indices, data.astype(np.float32, copy=False)
+            block = self._reordered(block)
+            n = block.nnz
+            col[at : at + n] = torch.from_numpy(block.indices).to(idx)
+            val[at : at + n] = torch.from_numpy(block.data.astype(np.float32, copy=False))
+            crow[s + 1 : e + 1] = torch.from_numpy(block.indptr[1:].astype(np.int64)) + at
+            at += n
+        return csr_tensor(crow.to(device=device, dtype=idx), col[:at], val[:at], (self.n_obs, self.n_vars))
 
     def resident(self, device: torch.device | str):
         """The source to read from when computing on ``device``.
@@ -347,14 +343,7 @@ class ExpressionSource:
         placed = self
         nnz = self._nnz()
         if nnz is not None and moves_to_device(device, csr_nbytes(nnz, self.n_obs, self.n_vars)):
-            indptr, indices, data = self._csr_arrays()
-            idx = csr_index_dtype(indices.size, self.n_vars)
-            x = csr_tensor(
-                torch.from_numpy(indptr).to(device=device, dtype=idx),
-                torch.from_numpy(indices).to(device=device, dtype=idx),
-                torch.from_numpy(data).to(device),
-                (self.n_obs, self.n_vars),
-            )
+            x = self._to_csr(device)
             placed = CSRSource(x, offset=self.offset, n_total=self.n_total, chunk_size=self.chunk_size)
         self._placed = (str(device), placed)
         return placed
