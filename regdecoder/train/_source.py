@@ -209,14 +209,14 @@ def moves_to_device(device: torch.device | str, nbytes: int) -> bool:
     On a GPU they move when they take under :data:`RESIDENT_FRACTION` of its free memory:
     a pass then reads no file, densifies nothing on the CPU and copies nothing to the GPU.
 
-    On the CPU they stay. Measured on 100,000 cells x 2,000 genes at 17% nonzero (2 cores,
-    ``benchmarks/read_speed.py``): scipy's ``toarray`` makes a chunk of 16,777 cells dense
-    in ~20 ms, the torch CSR in ~55 ms (each of its large blocks is fresh memory that the
-    kernel must fault in page by page); and :func:`stream` reads the next chunk in the
-    background while the solver works on this one, which hides the read. A backed file that
-    would fit in memory also stays on disk: after the first pass it is in the page cache, a
-    chunk reads in ~15-20 ms (~115 ms gzip-compressed, still less than the solver's work
-    on a chunk on the CPU), and loading it would hold a second copy of it.
+    On the CPU they stay. Measured on 100,000 cells x 2,000 genes at 17% nonzero on 2 cores
+    (``benchmarks/read_speed.py``, several runs): a pass of scipy's ``toarray`` over the six
+    chunks took 0.11-0.23 s, of the torch CSR 0.32-0.73 s (each of its large temporaries is
+    fresh memory the kernel faults in page by page), and :func:`stream` reads scipy's next
+    chunk in the background while the solver works on this one. A backed file that would
+    fit in memory stays on disk too: after the first pass it is in the page cache, a chunk
+    of 16,777 cells reads in ~15-20 ms (~115 ms gzip-compressed), read ahead as well, and
+    loading it would hold a second copy of it.
 
     Parameters
     ----------
