@@ -318,10 +318,10 @@ def _read_ahead(source, bounds: list[tuple[int, int]], device: torch.device, dty
     side = torch.cuda.Stream(device) if device.type == "cuda" else None
 
     def load(s: int, e: int):
-        x = source.read(s, e)
         if side is None:
-            return x.to(device=device, dtype=dtype), None
-        with torch.cuda.device(device), torch.cuda.stream(side):
+            return source.read(s, e).to(device=device, dtype=dtype), None
+        with torch.cuda.device(device), torch.cuda.stream(side):  # any CUDA work of the read on the side stream too
+            x = source.read(s, e)
             if x.device.type == "cpu":
                 x = x.pin_memory()  # an asynchronous copy needs page-locked memory
             # the pinned block may be freed after this: the host allocator keeps it until the copy is done
