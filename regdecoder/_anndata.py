@@ -18,7 +18,17 @@ import torch
 from anndata import AnnData
 from scipy import sparse
 
-from .train._source import default_chunk_size, shard_bounds, world
+from .train._source import (
+    CSRSource,
+    chunks,
+    csr_index_dtype,
+    csr_nbytes,
+    csr_tensor,
+    default_chunk_size,
+    moves_to_device,
+    shard_bounds,
+    world,
+)
 
 logger = logging.getLogger("regdecoder")
 
@@ -198,8 +208,9 @@ class ExpressionSource:
 
     Reads rows of the dense, scipy-sparse or backed matrix, checks them and returns them
     dense, float32, in ``genes`` order. Data in memory are checked whole when the source is
-    made; backed data chunk by chunk as they are read (every solver reads all cells once
-    before its first epoch).
+    made; backed data chunk by chunk as they are first read (every solver reads all cells
+    once before its first epoch), each chunk once. Sparse data that fit on the compute
+    device are moved there once as a torch CSR tensor (:meth:`resident`).
     """
 
     def __init__(self, mat, *, where, obs_names, var_names, cols, start, stop, chunk_size, checker) -> None:
@@ -218,6 +229,8 @@ class ExpressionSource:
         self.n_obs = int(stop) - self.offset
         self.cols = None if cols is None or np.array_equal(cols, np.arange(mat.shape[1])) else np.asarray(cols)
         self.n_vars = mat.shape[1] if self.cols is None else len(self.cols)
+        # the data's column of each model gene, inverted: the model's column of each data column
+        self._to_model = None if self.cols is None else np.argsort(self.cols)
         self.chunk_size = chunk_size
         self._check = checker
         self.obs_names, self.var_names = obs_names, var_names
@@ -225,28 +238,117 @@ class ExpressionSource:
             for s in range(0, self.n_obs, max(1, chunk_size)):
                 e = min(self.n_obs, s + max(1, chunk_size))
                 self._check(self.mat[self.offset + s : self.offset + e], self.offset + s)
-        self._checked = not self.backed
+        # cells 0:_checked_to are checked: all of them in memory; backed, as the first pass reads them
+        self._checked_to = self.n_obs if not self.backed else 0
+        self._placed: tuple[str, object] | None = None
+
+    # -------------------------------------------------------------- reading chunks
+    def _read_checked(self, start: int, stop: int):
+        """Rows ``start:stop`` of the matrix as stored, checked if they were not yet."""
+        block = self.mat[self.offset + start : self.offset + stop]
+        if stop > self._checked_to:
+            self._check(block, self.offset + start)
+            if start <= self._checked_to:  # read in order: the checked prefix grows
+                self._checked_to = stop
+        return block
+
+    def _reordered(self, block):
+        """A sparse block with its columns in the model's gene order (its column indices relabelled)."""
+        if self._to_model is None:
+            return block
+        return sparse.csr_matrix(
+            (block.data, self._to_model[block.indices], block.indptr), shape=(block.shape[0], self.n_vars)
+        )
 
     def _dense(self, block) -> torch.Tensor:
-        block = block.toarray() if sparse.issparse(block) else np.asarray(block)
-        block = block.astype(np.float32, copy=False)
-        if self.cols is not None:
-            block = block[:, self.cols]
+        if sparse.issparse(block):
+            # relabelling the stored columns costs O(nnz); reordering the dense block cost 10x the toarray
+            block = self._reordered(sparse.csr_matrix(block)).toarray().astype(np.float32, copy=False)
+        else:
+            block = np.asarray(block).astype(np.float32, copy=False)
+            if self.cols is not None:
+                block = block[:, self.cols]
         return torch.from_numpy(np.ascontiguousarray(block))
 
     def read(self, start: int, stop: int) -> torch.Tensor:
-        block = self.mat[self.offset + start : self.offset + stop]
-        if not self._checked:
-            self._check(block, self.offset + start)
-        return self._dense(block)
+        return self._dense(self._read_checked(start, stop))
 
     def take(self, rows: torch.Tensor) -> torch.Tensor:
         idx = rows.cpu().numpy() + self.offset
         block = self.mat[idx]
-        if not self._checked:
+        if self._checked_to < self.n_obs:
             self._check(block, 0)
         return self._dense(block)
 
+    # -------------------------------------------------------------- where the data live
+    def _nnz(self) -> int | None:
+        """Stored entries of this source's cells (sparse data; None for dense)."""
+        lo, hi = self.offset, self.offset + self.n_obs
+        if sparse.issparse(self.mat):
+            return int(self.mat.indptr[hi] - self.mat.indptr[lo])
+        if self.backed and getattr(self.mat, "format", None) == "csr":
+            indptr = self.mat.group["indptr"]
+            return int(indptr[hi] - indptr[lo])
+        return None
+
+    def _to_csr(self, device: torch.device) -> torch.Tensor:
+        """This source's cells as a float32 torch CSR tensor on ``device``: the model's gene
+        order, each position once (duplicates summed, as ``toarray`` sums them), every chunk
+        checked once. Copied chunk by chunk: the host holds one chunk at a time."""
+        nnz = self._nnz()
+        idx = csr_index_dtype(nnz, self.n_vars)
+        crow = torch.zeros(self.n_obs + 1, dtype=torch.int64)
+        col = torch.empty(nnz, dtype=idx, device=device)
+        val = torch.empty(nnz, dtype=torch.float32, device=device)
+        at = 0
+        for s, e in chunks(self):
+            block = sparse.csr_matrix(self._read_checked(s, e))
+            if not block.has_canonical_format:
+                block = block.copy()
+                block.sum_duplicates()  # in the data's own dtype, as toarray sums them
+            block = self._reordered(block)
+            n = block.nnz
+            col[at : at + n] = torch.from_numpy(block.indices).to(idx)
+            val[at : at + n] = torch.from_numpy(block.data.astype(np.float32, copy=False))
+            crow[s + 1 : e + 1] = torch.from_numpy(block.indptr[1:].astype(np.int64)) + at
+            at += n
+        return csr_tensor(crow.to(device=device, dtype=idx), col[:at], val[:at], (self.n_obs, self.n_vars))
+
+    def resident(self, device: torch.device | str):
+        """The source to read from when computing on ``device``.
+
+        Sparse data whose float32 torch CSR fits there (:func:`~regdecoder.train._source.moves_to_device`)
+        are moved once, as a :class:`~regdecoder.train._source.CSRSource` with these cells,
+        chunks and gene order; backed data are read (and checked) for that once. Otherwise,
+        this source, streamed. The answer is kept for the next pass.
+
+        Parameters
+        ----------
+        device
+            The compute device.
+
+        Returns
+        -------
+        A source over this source's cells.
+
+        Raises
+        ------
+        ValueError
+            Backed data that fail a check (the position of the first offending value).
+        """
+        device = torch.device(device)
+        if self._placed is not None and self._placed[0] == str(device):
+            return self._placed[1]
+        self._placed = None  # one device at a time: drop a copy held for another
+        placed = self
+        nnz = self._nnz()
+        if nnz is not None and moves_to_device(device, csr_nbytes(nnz, self.n_obs, self.n_vars)):
+            x = self._to_csr(device)
+            placed = CSRSource(x, offset=self.offset, n_total=self.n_total, chunk_size=self.chunk_size)
+        self._placed = (str(device), placed)
+        return placed
+
+    # -------------------------------------------------------------- whole
     def dense(self, device: torch.device | str = "cpu") -> torch.Tensor:
         """All cells of this source as one dense float32 tensor on ``device``."""
         if self.backed:

@@ -21,11 +21,12 @@ from ._recipes import (
     Recipe,
     resolve_recipe,
 )
-from ._source import TensorSource
+from ._source import CSRSource, TensorSource
 
 __all__ = [
     "ALS",
     "AUTOENCODER_PAPER",
+    "CSRSource",
     "CIFAR_PAPER",
     "COUNTS",
     "ENCODER_FAST",
