@@ -1,0 +1,36 @@
+"""benchmarks/epoch_profile.py runs on a small backed file and its numbers are consistent."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+pytestmark = pytest.mark.slow  # profiles a fit
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_epoch_profile_runs(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    try:
+        scale, prof = _load("scale"), _load("epoch_profile")
+        path = tmp_path / "x.h5ad"
+        scale.generate(path, 600, n_genes=300, n_tfs=200, density=0.05, seed=0)
+        df = prof.main(["--train", str(path), "--epochs", "1", "--out", str(tmp_path)])
+    finally:
+        sys.path.remove(str(BENCH))
+    row = df.iloc[0]
+    assert row.n_cells == 600 and row.matmul_peak_gflops > 0 and row.sec_per_epoch > 0
+    # an epoch does at least the two products with the data per cell: p = z W' and Y W (2 n k flops each)
+    assert row.gemm_gflop_per_epoch * 1e9 >= 2 * 2 * 600 * 300 * 200
+    assert 0 < row.gemm_share_of_epoch and 0 < row.fraction_of_peak < 1
+    assert (tmp_path / "epoch_profile.csv").exists()
