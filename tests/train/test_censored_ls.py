@@ -183,3 +183,19 @@ def test_thread_count_does_not_change_the_result():
     finally:
         torch.set_num_threads(before)
     assert torch.equal(z1, z2) and torch.equal(i1["n_iter"], i2["n_iter"])
+
+
+def test_standard_errors_with_few_and_many_active_zeros_in_one_batch():
+    # Cells whose active zeros number at most k/2 take the Woodbury-updated inverse, the others a
+    # new inverse: both kinds in one batch, each checked against numpy's inverse on the active genes.
+    x, w, b = _problem(21, n_cells=40, n_genes=80, zero_cells=0)
+    z, _, info = solve_censored(x, w, b, return_se=True, ridge=0.0, chunk_size=40)
+    k = w.shape[1]
+    extra = []
+    for c in range(x.shape[0]):
+        a = ((x[c] != 0) | (w @ z[c] + b > 0)).numpy()
+        extra.append(int((a & (x[c] == 0).numpy()).sum()))
+        wa = w.numpy()[a]
+        se = np.sqrt(np.diag(np.linalg.inv(wa.T @ wa)) * info["loss"][c].item() / (a.sum() - k))
+        np.testing.assert_allclose(info["se"][c].numpy(), se, rtol=1e-7)
+    assert min(extra) <= k // 2 < max(extra)
