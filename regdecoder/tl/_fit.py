@@ -406,10 +406,12 @@ def _statistics(model: Model, data, *, max_iter: int | None = None, tol: float |
     w, b = dec.get_weight(), dec.get_bias()
     z, se, steps = exact_latents(data, w, b, relu=dec.config.output == "relu", max_iter=max_iter, tol=tol)
     t, p = marginal_t(data, w, model.gene_mean)
-    empty = int(np.isnan(t).all(1).sum()) if t.shape[1] else 0
-    if empty:
+    none = np.isnan(t).all(1) if t.shape[1] else np.zeros(t.shape[0], dtype=bool)
+    empty = int(none.sum())
+    if empty:  # no expression identifies no latent: no standard errors (z_t, z_pvals NaN too)
+        se[torch.from_numpy(none)] = float("nan")
         logger.warning(
-            "%d cell(s) have no expression at all: their activities are NaN (an empty cell says nothing about "
+            "%d cell(s) have no expression at all: their activities and the standard errors of their latents are NaN (an empty cell says nothing about "
             "its TFs). Remove empty cells first, e.g. `sc.pp.filter_cells(adata, min_genes=1)`.",
             empty,
         )
@@ -471,8 +473,11 @@ def infer(
     Every cell is an independent problem, solved all at once. For a decoder masked by a
     network (the default ``method``), the censored least-squares latents are found
     exactly by an active-set Newton method (:mod:`regdecoder.train._censored_ls`; ``max_iter``
-    Newton steps per cell, default 200, and ``tol`` its relative loss decrease, default
-    1e-6), with their standard errors, and the activities reported are the marginal
+    Newton steps per cell, default 200, and ``tol`` the relative decrease of a full step
+    below which a cell stops, default 1e-6), with a small ridge (``1e-3`` times a TF's mean
+    squared weight norm) that makes them unique where the expressed genes leave a latent
+    undetermined, and with their standard errors (NaN where a latent is not identified, and
+    for cells without expression); the activities reported are the marginal
     t-values of each TF's learned regulon (:mod:`regdecoder.train._score`), exactly as
     :func:`fit_decoder` reports them for the training cells. Other one-layer decoders:
     imputation rounds with one factorisation shared by all cells until the relative change

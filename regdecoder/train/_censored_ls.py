@@ -1,46 +1,53 @@
 """Exact censored least squares for the latents of a frozen one-layer ReLU decoder.
 
 For one cell with expression ``x`` (genes), weights ``W`` (genes x k) and bias ``b``,
-the latents minimise the censored loss
+the latents minimise the censored loss plus a ridge,
 
+    F(z) = f(z) + lam |z|^2,
     f(z) = sum_{x_g != 0} (x_g - p_g)^2 + sum_{x_g = 0} max(p_g, 0)^2,   p = W z + b,
 
-a convex, piecewise quadratic function of ``z``. At any ``z`` the *active set* is
-``A(z) = {g : x_g != 0 or p_g > 0}``; on the piece where ``A`` is fixed, ``f`` is the
-ordinary least-squares loss over the active genes, with target ``x_g`` (0 for an active
-zero). The solver is a semismooth Newton (primal active-set) method, batched over
-cells:
+``lam = ridge * mean_j |w_j|^2``. ``f`` is convex and piecewise quadratic; where the
+active genes leave a direction of ``z`` flat (a TF whose targets are all censored, two
+TFs with the same targets) ``f`` has no unique minimiser, and the ridge picks the one
+nearest 0, so the solution is unique and does not depend on the path or on the other
+cells of a batch. At any ``z`` the *active set* is ``A(z) = {g : x_g != 0 or p_g > 0}``;
+on the piece where ``A`` is fixed, ``F`` is a ridge least-squares loss over the active
+genes, with target ``x_g`` (0 for an active zero). The solver is a semismooth Newton
+(primal active-set) method, batched over cells:
 
-* start: ``z0`` given, or the uncensored least-squares solution
+* start: ``z0`` given, or the uncensored ridge least-squares solution
   ``z0 = (W'W + lam I)^-1 W'(x - b)`` (one Cholesky factor shared by all cells);
-* step: with ``r = 1_A (p - x)`` (residual on the active genes, ``f = |r|^2``), the
-  gradient ``W' r`` and the curvature ``H_A = W_A' W_A = sum_{g in A} w_g w_g'``, the
-  Newton step ``d = -(H_A + lam I)^-1 W' r`` lands exactly on the least-squares
-  solution over the active set ``A``;
+* step: with ``r = 1_A (p - x)`` (residual on the active genes), the half gradient
+  ``g = W' r + lam z`` and the curvature ``H_A = W_A' W_A = sum_{g in A} w_g w_g'``, the
+  Newton step ``d = -(H_A + lam I)^-1 g`` lands exactly on the minimiser of ``F`` over
+  the piece of ``A``;
 * first step (when ``z0`` is not given): the Newton step for the guess ``A = P``
   (``P`` = observed, nonzero genes): least squares over the observed genes only. At
   the solution only a few zeros are active (~1% of the genes in the benchmarks), so
-  this lands next to the final active set. Kept only where it lowers the loss;
+  this lands next to the final active set. Kept only where it lowers ``F``;
 * curvature: ``H_P = W_P' W_P`` is assembled for a batch of cells as one sparse-dense
   product (the genes' outer products ``w_g w_g'`` are sparse when ``W`` is masked) and
-  factorised once per cell by a batched Cholesky. Since ``P`` is always active,
-  ``H_A = H_P + U'U`` with ``U`` the rows of ``W`` at the cell's active zeros, and
-  later steps solve with ``H_A`` through the Woodbury identity on that one factor
-  (``r x r`` capacitance matrix, ``r`` = active zeros), never refactorising unless
-  ``r > k/2``;
+  factorised once per cell: a Cholesky factor, or, when standard errors are asked, the
+  explicit inverse (Schur-complement blocks, batched products). Since ``P`` is always
+  active, ``H_A = H_P + U'U`` with ``U`` the rows of ``W`` at the cell's active zeros,
+  and later steps solve with ``H_A`` through the Woodbury identity on that one factor
+  (``r x r`` capacitance matrix, ``r`` = active zeros); a cell with ``r > k/2`` gets a
+  new factor of its own (the choice is per cell, not per batch);
 * globalisation: a backtracking (Armijo) line search ``t = 1, 1/2, ...`` per cell, so
-  the loss never increases;
+  ``F`` never increases (beyond rounding: a few ulps);
 * stop (per cell): (i) the active set did not change over a full step (``t = 1``): the
-  new ``z`` minimises the least-squares loss on the piece it lies on, so it is the
-  exact minimiser (KKT holds up to rounding and the tiny ridge); or (ii) the relative
-  decrease of the loss over a step is at most ``tol``: ``f_old - f_new <= tol * f_old``
-  (or ``f_new == 0``); or (iii) the line search cannot decrease the loss any more
-  (rounding level); or ``max_iter`` steps. Converged cells leave the batch, so later
-  steps cost only the cells still changing.
+  new ``z`` minimises ``F`` on the piece it lies on, so it is the exact minimiser (KKT
+  holds up to rounding); or (ii) a *full* step decreased ``F`` by at most ``tol`` times
+  ``F`` (a step the line search cut short says nothing about the distance to the
+  minimum and never stops a cell); or (iii) the line search cannot decrease ``F`` any
+  more (rounding level); or ``max_iter`` steps (not converged). Converged cells leave
+  the batch, so later steps cost only the cells still changing.
 
 The optional standard errors use the curvature at the solution,
-``se_j = sqrt(sigma^2 [H_A^-1]_jj)`` with ``sigma^2 = f / (|A| - k)`` (NaN when
-``|A| <= k`` or when latent ``j`` has no active gene).
+``se_j = sqrt(sigma^2 [(H_A + lam I)^-1]_jj)`` with ``sigma^2 = f / (|A| - k)``; NaN when
+``|A| <= k``, when latent ``j`` has no active gene, or when the ridge gives more than
+half of its precision (``lam [(H_A + lam I)^-1]_jj > 1/2``: the active genes do not
+identify it).
 
 Pure torch; no anndata or numpy.
 """
@@ -56,6 +63,8 @@ _CHUNK_ELEMENTS = 2**25  # bound on a temporary (cells x genes) block
 _H_ELEMENTS = 2**24  # bound on the (cells x k x k) curvature stack of a chunk
 _CHUNK_CELLS = 32  # on the CPU: a batch's k x k matrices stay in the cache (64-256 were 1.3-2x slower at k = 200)
 _WOODBURY_RANK = 0.5  # active zeros (as a fraction of k) up to which a step reuses the observed factor
+_RIDGE_SHARE = 0.5  # a latent whose variance is more than this share from the ridge is not identified
+_ROUNDING = 8.0  # ulps of the objective a Newton step may rise and still count as a full step
 _SPARSE_FRACTION = 0.3  # outer-product table denser than this: dense assembly
 
 
@@ -206,6 +215,11 @@ class _Factor:
         return base - (v * torch.cholesky_solve(v.mT, chol_c).mT).sum(-1)
 
 
+def _sq(z: torch.Tensor) -> torch.Tensor:
+    """Per-cell squared norm (float64)."""
+    return (z * z).sum(1, dtype=torch.float64)
+
+
 def _loss(xc: torch.Tensor, obs: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Active set and per-cell loss (accumulated in float64)."""
     active = obs | (p > 0)
@@ -246,7 +260,8 @@ def solve_censored(
         Stop a cell once a step decreases its loss by at most ``tol`` times the loss
         (in addition to the exact stop: the active set unchanged by a full step).
     ridge
-        ``lam = ridge * mean(diag(W'W))`` is added to every curvature matrix.
+        ``lam = ridge * mean(diag(W'W))``: the weight of the ridge ``lam |z|^2`` in the
+        objective (and so on the diagonal of every curvature matrix).
     return_se
         Also return per-cell, per-latent standard errors in ``info['se']``.
     chunk_size
@@ -298,6 +313,7 @@ def solve_censored(
         if bias is not None:
             p = p + bias
         active, f = _loss(xc, obs, p)
+        obj = f + lam * _sq(z)  # the objective: the censored loss plus the ridge
         iters = torch.zeros(nc, dtype=torch.long, device=dev)
         conv = torch.zeros(nc, dtype=torch.bool, device=dev)
         # Curvature of the observed genes (always active), factorised once per cell: later
@@ -308,21 +324,22 @@ def solve_censored(
             # Newton step for the guess "no zero is active". At the solution only a few
             # zeros are active, so this lands next to the final active set. Kept only
             # where it lowers the loss.
-            d = -fac0.solve(torch.where(obs, p - xc, zero) @ weight)
+            d = -fac0.solve(torch.where(obs, p - xc, zero) @ weight + lam * z)
             q = d @ weight.T
             a1, f1 = _loss(xc, obs, p + q)
-            better = f1 <= f
+            o1 = f1 + lam * _sq(z + d)
+            better = o1 <= obj + _ROUNDING * torch.finfo(dt).eps * obj
             bc = better.unsqueeze(1)
             z = torch.where(bc, z + d, z)
             p = torch.where(bc, p + q, p)
-            active, f = torch.where(bc, a1, active), torch.where(better, f1, f)
+            active, f, obj = torch.where(bc, a1, active), torch.where(better, f1, f), torch.where(better, o1, obj)
             iters += 1
-            conv = better & ((a1 == obs).all(1) | (f1 <= 0))
+            conv = better & ((a1 == obs).all(1) | (o1 <= 0))
         # Newton steps on the cells not done yet; the state is compacted to those cells. The
         # factors (k x k per cell) are compacted only when at most half of theirs are left:
         # ``pos`` are the live cells' rows in ``fac``, which may hold finished cells too.
         ids = torch.nonzero(~conv).squeeze(1)
-        zl, pl, al, fl, xl, ol = z[ids], p[ids], active[ids], f[ids], xc[ids], obs[ids]
+        zl, pl, al, fl, ml, xl, ol = z[ids], p[ids], active[ids], f[ids], obj[ids], xc[ids], obs[ids]
         fac, pos = fac0, ids
 
         def padded(t: torch.Tensor) -> torch.Tensor:  # rows of the live cells -> rows of fac
@@ -340,20 +357,32 @@ def solve_censored(
                 break
             if 2 * pos.numel() <= fac.m.shape[0]:
                 fac, pos = fac.take(pos), torch.arange(pos.numel(), device=dev)
-            grad = torch.where(al, pl - xl, zero) @ weight  # half the gradient
+            grad = torch.where(al, pl - xl, zero) @ weight + lam * zl  # half the objective's gradient
             extra = al & ~ol  # active zeros
-            r_max = int(extra.sum(1).max())
-            if r_max == 0:
-                d = -live(fac.solve(padded(grad)))
-            elif r_max <= k * _WOODBURY_RANK:
-                d = -live(fac.solve_updated(weight, padded(extra), r_max, padded(grad)))
-            else:
-                d = -_Factor(curv(al), lam, inverse=False).solve(grad)
+            r = extra.sum(1)
+            few = r <= k * _WOODBURY_RANK  # per cell, so a cell's step does not depend on its batch
+            if bool(few.all()):
+                r_max = int(r.max())
+                d = -live(
+                    fac.solve(padded(grad))
+                    if r_max == 0
+                    else fac.solve_updated(weight, padded(extra), r_max, padded(grad))
+                )
+            else:  # cells with many active zeros: a new factor of their own curvature
+                d = torch.empty_like(grad)
+                i, j = torch.nonzero(few).squeeze(1), torch.nonzero(~few).squeeze(1)
+                if i.numel():
+                    sub = fac.take(pos[i])
+                    r_i = int(r[i].max())
+                    d[i] = -(sub.solve(grad[i]) if r_i == 0 else sub.solve_updated(weight, extra[i], r_i, grad[i]))
+                d[j] = -_Factor(curv(al[j]), lam, inverse=False).solve(grad[j])
             q = d @ weight.T
             slope = 2.0 * (grad * d).sum(1, dtype=torch.float64)  # directional derivative (< 0)
             t = torch.ones(ids.numel(), dtype=torch.float64, device=dev)
             a_new, f_new = _loss(xl, ol, pl + q)
-            ok = f_new <= fl + 1e-4 * slope
+            m_new = f_new + lam * _sq(zl + d)
+            slack = _ROUNDING * torch.finfo(dt).eps * ml  # a step at rounding level is not an ascent
+            ok = m_new <= ml + 1e-4 * slope + slack
             stalled = torch.zeros_like(ok)
             for _bt in range(30):  # backtracking, only for the cells that need it
                 todo = torch.nonzero(~ok & ~stalled).squeeze(1)
@@ -362,27 +391,32 @@ def solve_censored(
                 t[todo] *= 0.5
                 tt = t[todo].to(dt).unsqueeze(1)
                 ab, fb = _loss(xl[todo], ol[todo], pl[todo] + tt * q[todo])
-                a_new[todo], f_new[todo] = ab, fb
-                ok[todo] = fb <= fl[todo] + 1e-4 * t[todo] * slope[todo]
+                mb = fb + lam * _sq(zl[todo] + tt * d[todo])
+                a_new[todo], f_new[todo], m_new[todo] = ab, fb, mb
+                ok[todo] = mb <= ml[todo] + 1e-4 * t[todo] * slope[todo] + slack[todo]
                 stalled[todo] = ~ok[todo] & (t[todo] < 2**-20)
             # A stalled cell (no decrease at rounding level) keeps its point.
             step = torch.where(stalled, torch.zeros_like(t), t).to(dt).unsqueeze(1)
             zl = zl + step * d
             pl = pl + step * q
             keep = stalled.unsqueeze(1)
-            exact = (t == 1) & (a_new == al).all(1)
+            full = t == 1
+            exact = full & (a_new == al).all(1)
             al = torch.where(keep, al, a_new)
             f_new = torch.where(stalled, fl, f_new)
-            small = (fl - f_new) <= tol * fl
-            fl = f_new
+            m_new = torch.where(stalled, ml, m_new)
+            # a small decrease says "converged" only after a full Newton step: a step the line
+            # search cut short says nothing about the distance to the minimum
+            small = full & ((ml - m_new) <= tol * ml)
+            fl, ml = f_new, m_new
             iters[ids] += 1
-            done = exact | small | stalled | (f_new <= 0)
+            done = exact | small | stalled | (m_new <= 0)
             if bool(done.any()):
                 fin = ids[done]
                 z[fin], p[fin], active[fin], f[fin] = zl[done], pl[done], al[done], fl[done]
                 conv[fin] = True
                 go = ~done
-                ids, zl, pl, al, fl, xl, ol, pos = (v[go] for v in (ids, zl, pl, al, fl, xl, ol, pos))
+                ids, zl, pl, al, fl, ml, xl, ol, pos = (v[go] for v in (ids, zl, pl, al, fl, ml, xl, ol, pos))
         if ids.numel():  # max_iter reached
             z[ids], p[ids], active[ids], f[ids] = zl, pl, al, fl
         z_out[s : s + nc] = z
@@ -408,7 +442,10 @@ def solve_censored(
             dof = (active.sum(1) - k).to(torch.float64)
             sigma2 = torch.where(dof > 0, f / dof.clamp(min=1), torch.full_like(f, float("nan"))).to(dt)
             se = (diag_inv * sigma2.unsqueeze(1)).sqrt()
-            se_out[s : s + nc] = torch.where(has, se, torch.full_like(se, float("nan")))
+            # identified: the active genes, not the ridge, give most of the latent's precision
+            # (a direction the active genes leave flat has lam * [H^-1]_jj near 1)
+            ident = has & (lam * diag_inv <= _RIDGE_SHARE)
+            se_out[s : s + nc] = torch.where(ident, se, torch.full_like(se, float("nan")))
 
     starts = list(range(0, n_cells, chunk_size))
     n_threads = torch.get_num_threads() if dev.type == "cpu" else 1

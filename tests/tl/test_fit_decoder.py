@@ -313,6 +313,9 @@ def test_genes_outside_net_and_all_zero_rows_and_columns(split_grn):
     t = np.asarray(train.obsm["regdecoder"])
     assert np.isfinite(z).all() and np.isfinite(t[1:]).all() and np.isnan(t[0]).all()  # no expression: no activity
     np.testing.assert_allclose(z[0], 0.0, atol=1e-6)  # nothing expressed, no offset: zero activity fits exactly
+    se = np.asarray(train.obsm["regdecoder_z_se"])
+    assert np.isnan(se[0]).all() and np.isfinite(se[1:]).any()  # an empty cell identifies nothing: no z_t, z_pvals
+    assert np.isnan(rd.get.activities(train, statistic="z_pvals").X[0]).all()
     assert (train.varm["regdecoder_weights"][:20] == 0).all()
     rd.tl.infer(test, model)
     assert rd.metrics.recovery(test).pcc.mean() > 0.98
