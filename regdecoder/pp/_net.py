@@ -313,14 +313,16 @@ def prepare_net(
             "harmonise the case of gene names if they are the same genes.",
             n_case,
         )
-    df = df.loc[in_data]
+    # over the whole net, not the data's genes: a panel rich in TFs (e.g. pbmc68k_reduced's 765
+    # genes with CollecTRI) has more regulators than targets among its genes with the right columns
     if df["source"].nunique() > df["target"].nunique():
         logger.warning(
-            "`net` has more regulators (%d) than targets (%d) among these genes; in a TF -> target network it is "
+            "`net` has more regulators (%d) than targets (%d); in a TF -> target network it is "
             "the other way round. Are `source` and `target` swapped? (source = TF, target = regulated gene)",
             df["source"].nunique(),
             df["target"].nunique(),
         )
+    df = df.loc[in_data]
     if use_weight and not (df["weight"] != 0).any():
         logger.warning("Every `weight` of `net` is 0: the network carries no signs (activation/repression).")
     counts = df["source"].value_counts()
