@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         args.func(args)
-    except (UserError, OSError, ValueError, KeyError) as err:
+    except (UserError, OSError, ValueError, KeyError, TypeError) as err:
         # errors in the input, raised by regdecoder with a message that names the fix
         logger.debug("traceback:", exc_info=True)
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)

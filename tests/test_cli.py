@@ -276,3 +276,8 @@ def test_console_script_is_declared():
     with open(ROOT / "pyproject.toml", "rb") as f:
         scripts = tomllib.load(f)["project"]["scripts"]
     assert scripts["regdecoder"] == "regdecoder.cli:main"
+
+
+def test_negative_seed_is_one_error_line(files, tmp_path):
+    proc = run("fit", files / "in.h5ad", "--net", files / "net.tsv", "--out", tmp_path / "o.h5ad", "--seed", "-3")
+    assert_user_error(proc, "seed", "-3")

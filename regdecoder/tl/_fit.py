@@ -103,9 +103,12 @@ def _spec(
     if gene_likelihood not in LIKELIHOODS:
         msg = f"`gene_likelihood` must be one of {LIKELIHOODS}, got {gene_likelihood!r}."
         raise ValueError(msg)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         msg = f"`seed` must be a non-negative integer, got {seed!r}."
         raise TypeError(msg)
+    if seed < 0:
+        msg = f"`seed` must be a non-negative integer, got {seed!r}."
+        raise ValueError(msg)
     soft_mask = 0.1 if soft_mask is True else float(soft_mask)
     if not np.isfinite(soft_mask) or soft_mask < 0:
         msg = f"`soft_mask` is the L1 strength on weights off the prior and must be >= 0 (0: a hard mask), got {soft_mask}."

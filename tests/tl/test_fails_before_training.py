@@ -100,6 +100,7 @@ def test_counts_given_to_the_squared_error_model_warn(grn, caplog):
         ({"use_raw": True}, ValueError, "adata.raw is None"),
         ({"use_raw": True, "layer": "x"}, ValueError, "not both"),
         ({"seed": None}, TypeError, "seed"),
+        ({"seed": -1}, ValueError, "non-negative"),
         ({"tmin": 0}, ValueError, "tmin"),
     ],
 )
