@@ -20,5 +20,8 @@ def test_read_speed_tiny(tmp_path):
     assert list(table.path) == [
         "none", "scipy_old", "scipy_old_reordered", "scipy_read_ahead", "torch_csr", "backed_read_ahead", "backed_loaded"
     ]  # fmt: skip
-    assert (table[["read_s", "work_s", "wait_s"]] >= 0).all().all()
+    assert (table.read_s >= 0).all()
+    timed = table.path != "scipy_old_reordered"  # that row times reading only (documented)
+    assert (table.loc[timed, ["work_s", "wait_s"]] >= 0).all().all()
+    assert table.loc[~timed, ["work_s", "wait_s"]].isna().all().all()
     assert table.loc[table.path == "torch_csr", "setup_s"].item() > 0
