@@ -23,7 +23,8 @@ def test_epochs_benchmark_runs_and_summarises(tmp_path):
         sys.path.remove(str(BENCH))
     curve = pd.read_csv(tmp_path / "epochs.csv")
     assert set(curve.variant) == {"default", "v010"} and curve.groupby("variant").epoch.max().eq(3).all()
-    assert curve.abs_pcc.between(0, 1).all() and (curve.groupby("variant").seconds.diff().dropna() > 0).all()
+    assert curve.abs_pcc.between(0, 1).all()
+    assert all(list(g.epoch) == [1, 2, 3] for _, g in curve.groupby("variant"))  # one row per epoch, in order
     for _, row in summ[summ.variant != "oracle (true weights, exact latents)"].iterrows():
         g = curve[curve.variant == row.variant]
         hit = g[g.abs_pcc >= 0.98]
