@@ -436,9 +436,7 @@ def solve_censored(
                 i, j = torch.nonzero(few).squeeze(1), torch.nonzero(~few).squeeze(1)
                 if i.numel():
                     diag_inv[i] = fac0.take(i).inverse_diagonal(weight, extra[i], int(r[i].max()))
-                h = curv(active[j])
-                h.diagonal(dim1=-2, dim2=-1).add_(lam)
-                diag_inv[j] = _schur_inverse(h).diagonal(dim1=-2, dim2=-1)
+                diag_inv[j] = _Factor(curv(active[j]), lam, inverse=True).m.diagonal(dim1=-2, dim2=-1)
             dof = (active.sum(1) - k).to(torch.float64)
             sigma2 = torch.where(dof > 0, f / dof.clamp(min=1), torch.full_like(f, float("nan"))).to(dt)
             se = (diag_inv * sigma2.unsqueeze(1)).sqrt()
