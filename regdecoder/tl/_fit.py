@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
+from scipy.stats import norm as stats_norm
 
 from .. import _anndata
 from .._settings import settings
@@ -62,8 +63,11 @@ class _Spec:
         """What the fit records about the network in ``uns[key]``."""
         if self.prior is None:
             return {}
-        out = {
-            "collinear": {k: np.asarray(v, dtype=object) for k, v in self.prior.collinear.items()},
+        groups = self.prior.collinear.items()
+        out = {  # tables, not dicts keyed by TF names: h5ad and zarr store any name as a value
+            "collinear": pd.DataFrame(
+                [(k, tf) for k, tfs in groups for tf in tfs], columns=["latent", "tf"], dtype=object
+            ),
             "identifiability": self.prior.overlap().reset_index(),
         }
         if self.soft_mask:
@@ -285,11 +289,14 @@ def fit_decoder(
 
     ``obsm[key_added]``
         The TF activities, cells x TFs, a float32 DataFrame with the TF names as columns
-        (``sc.pp.neighbors(use_rep=key_added)`` takes it). With a ``net``: each TF's
-        marginal t-value, the t-statistic of the cell's expression (centred by the training
-        mean of each gene) regressed on the TF's learned regulon, on a common unitless scale
-        (about N(0, 1) where the TF is inactive; :mod:`regdecoder.train._score`). Without a
-        ``net``, or with a count likelihood: the latents.
+        (``sc.pp.neighbors(use_rep=key_added)`` takes it). With a ``net``, whatever the
+        solver: each TF's marginal t-value, decoupler's ulm statistic on the learned weights
+        (the t-value of the slope, intercept included, of the cell's profile regressed on
+        the TF's weights over all ``G`` genes, ``G - 2`` degrees of freedom; the profile is
+        the expression minus each gene's training mean, or as it is for a linear output or
+        a single sample), on a common unitless scale (about N(0, 1) where the TF is
+        inactive; :mod:`regdecoder.train._score`). Without a ``net``, or with a count
+        likelihood: the latents.
     ``obsm[key_added + '_z']``, ``obsm[key_added + '_z_se']``
         With a ``net``: the decoder's latents (its representation: ``x ~ ReLU(W z + b)``),
         solved exactly for the final weights as :func:`infer` solves new cells, and their
@@ -297,15 +304,18 @@ def fit_decoder(
         (``sqrt(sigma^2 [W_A' W_A]^-1_jj)``, ``A`` the genes not censored, ``sigma^2`` the
         residual variance; NaN where not identified).
     ``obsm[key_added + '_pvals']``
-        Two-sided p-values of the t-values (``G - 1`` degrees of freedom).
+        Two-sided p-values of the t-values (``G - 2`` degrees of freedom).
     ``varm[key_added + '_weights']``
-        Learned weights, genes x latents (one-layer decoders).
+        Learned weights, genes x latents (one-layer decoders), when the model's genes are
+        ``var_names``; else (``use_raw=True`` with other genes in ``raw``) the tidy table
+        ``uns[key_added]['weights']`` (``source``, ``target``, ``weight``). Read either
+        with :func:`regdecoder.get.weights`.
     ``uns[key_added]``
         ``latent_names``, ``statistic`` (``'t'`` or ``'z'``: what ``obsm[key_added]``
         holds), ``params`` (every setting that changed the result, the seed included),
         ``history`` (loss per epoch, training seconds), ``load`` (the decoder load
         alpha_d), ``orientation`` (sign rule per latent); with a ``net`` also
-        ``collinear`` (the groups of identical regulons and what was done) and
+        ``collinear`` (a table ``latent``, ``tf`` of the identical regulons merged) and
         ``identifiability`` (per TF: targets, largest overlap with another TF's targets,
         and which); with ``soft_mask`` also ``net``, the prior used (read by
         :func:`regdecoder.get.new_edges`).
@@ -352,7 +362,7 @@ def fit_decoder(
         layer=layer, use_raw=use_raw, bias=bias, gene_likelihood=gene_likelihood, library_size=library_size,
         seed=seed, device=str(dev), tmin=tmin, n_extra=n_extra, collinear=collinear,
     )  # fmt: skip
-    _write_activities(
+    _write(
         adata, key_added, model, z, stats, params, weights=model.weights if decoder.one_layer else None,
         history=_history(history), load=decoder_load(decoder, adata.n_obs), orientation=model.orientation,
         **spec.net_fields(),
@@ -375,12 +385,11 @@ def _size_factors(adata, source, data, library_size, cfg, dev):
 def _finish(decoder, z, history, data, prior_sign, names, library_ref, n_total, stream):
     """Orient the fitted decoder, wrap it in a Model and solve the training cells' latents and
     statistics as :func:`infer` solves new cells (gathered over processes when sharded)."""
-    gene_mean = history.pop("gene_mean", None)
+    center = _center(decoder, history.pop("gene_mean", None), data, n_total)
     z, orientation = orient_decoder(decoder, z, prior_sign)
     decoder.eval()
     model = Model(decoder, var_names=names[0], latent_names=names[1], orientation=orientation, history=history,
-                  library_ref=library_ref, n_obs=n_total,
-                  gene_mean=None if gene_mean is None else gene_mean.cpu())  # fmt: skip
+                  library_ref=library_ref, n_obs=n_total, gene_mean=center)  # fmt: skip
     stats = _statistics(model, data)  # from the same start as infer: the same latents for the same cells
     z = stats.pop("z") if stats else z.cpu()
     stats.pop("steps", None)
@@ -388,6 +397,22 @@ def _finish(decoder, z, history, data, prior_sign, names, library_ref, n_total, 
     z = gather_rows(torch.as_tensor(z), n_total) if stream else torch.as_tensor(z)
     model.z_mean = z.mean(0)
     return model, z, stats
+
+
+def _center(decoder, gene_mean, data, n_total: int) -> torch.Tensor | None:
+    """The centre of the marginal t (:mod:`regdecoder.train._score`), whatever the solver: each
+    gene's training mean for the ReLU model (a cell's activity is relative to the average
+    training cell); zeros for the linear decoder (signed data are relative already: contrasts,
+    scaled values) and for a single training sample (ulm on the profile as it is). None for
+    decoders that report no marginal t."""
+    cfg = decoder.config
+    if not (decoder.one_layer and cfg.masked and cfg.likelihood == "mse"):
+        return None
+    if cfg.output == "linear" or n_total == 1:
+        return torch.zeros(cfg.n_genes)
+    if gene_mean is None:  # the gradient engine (data in memory) does not compute it
+        gene_mean = torch.as_tensor(data).mean(0, dtype=torch.float64)
+    return gene_mean.to(torch.float32).cpu()
 
 
 def _warn_unconverged(rec, history: dict) -> None:
@@ -404,6 +429,7 @@ def _statistics(model: Model, data, *, max_iter: int | None = None, tol: float |
     exact latents and their standard errors, and the marginal t of each TF with its p-value.
     Empty for other decoders (their latents are the activities)."""
     dec = model.decoder
+    # gene_mean (the centre) is set by every fit of such a decoder, whatever the solver; None: 0.1.0's models
     if not (dec.one_layer and dec.config.masked and model.likelihood == "mse" and model.gene_mean is not None):
         return {}
     w, b = dec.get_weight(), dec.get_bias()
@@ -421,16 +447,29 @@ def _statistics(model: Model, data, *, max_iter: int | None = None, tol: float |
     return {"z": z, "z_se": se, "t": t, "pvals": p, "steps": steps}
 
 
-def _write_activities(adata, key: str, model: Model, z, stats: dict, params: dict, **fields) -> None:
-    """obsm[key] is the marginal t when the decoder reports it (else the latents), beside the
-    latents, their standard errors and the p-values; uns[key]['statistic'] says which."""
-    if stats:
-        obsm = {key + "_z": z, key + "_z_se": stats["z_se"], key + "_pvals": stats["pvals"]}
-        main, statistic = stats["t"], "t"
-    else:
-        obsm, main, statistic = {}, z, "z"
-    _anndata.write(adata, key, z=main, latent_names=model.latent_names, params=params, obsm=obsm,
-                   statistic=statistic, **fields)  # fmt: skip
+#: What ``obsm[key]`` holds for a decoder that reports statistics (one layer, masked by a network,
+#: squared error), for every solver: ``'t'``, each TF's marginal t (ulm's statistic on the learned
+#: weights, :mod:`regdecoder.train._score`), or ``'z'``, the decoder's latents. The one switch.
+ACTIVITY = "t"
+
+
+def _report(z, stats: dict) -> tuple[dict, str]:
+    """The tables of the results record a fit or an inference writes, and the statistic
+    ``obsm[key]`` holds (:data:`ACTIVITY`; the latents for decoders without statistics)."""
+    if not stats:
+        return {"activity": z}, "z"
+    tables = {"z": z, "z_se": stats["z_se"]}
+    if ACTIVITY == "t":
+        return {**tables, "activity": stats["t"], "pvals": stats["pvals"]}, "t"
+    z_t = np.asarray(z) / np.asarray(stats["z_se"])
+    return {**tables, "activity": z, "pvals": 2 * stats_norm.sf(np.abs(z_t))}, "z"
+
+
+def _write(adata, key: str, model: Model, z, stats: dict, params: dict, **fields) -> None:
+    """Write a fit's or an inference's results once, through the record (:mod:`regdecoder._anndata`)."""
+    tables, statistic = _report(z, stats)
+    _anndata.write(adata, key, tables=tables, latent_names=model.latent_names, params=params,
+                   genes=model.var_names, statistic=statistic, **fields)  # fmt: skip
 
 
 def _nonzero_normalised(x: torch.Tensor, sf: np.ndarray) -> np.ndarray:
@@ -563,6 +602,6 @@ def infer(
             cap,
         )
     params = {"layer": layer, "use_raw": use_raw, "method": method, "max_iter": max_iter, "tol": tol}
-    _write_activities(adata, key_added, model, z, stats, params, n_iter=int(n_iter))
+    _write(adata, key_added, model, z, stats, params, n_iter=int(n_iter))
     logger.info("finished infer in %.2fs (%d iterations): added obsm[%r]", time.perf_counter() - t0, n_iter, key_added)
     return adata if copy else None
