@@ -99,8 +99,8 @@ def test_few_samples_fix_the_weights_at_the_prior(grn, caplog):
     forced = grn[:4].copy()
     rd.tl.fit_decoder(forced, net=net, weights="fit")
     assert forced.uns["regdecoder"]["params"]["weights"] == "fit"
-    with pytest.raises(ValueError, match="signed"):
-        rd.tl.fit_decoder(grn.copy(), net=net.drop(columns="weight"), weights="prior")
+    with pytest.raises(ValueError, match="signed"):  # a net whose every weight is 0 carries no signs
+        rd.tl.fit_decoder(grn.copy(), net=net.assign(weight=0.0), weights="prior")
 
 
 def _positive_cells(model, n: int, seed: int) -> np.ndarray:
