@@ -181,9 +181,10 @@ class _Checker:
                     fix = "Pass the layer with raw UMI counts (`layer='counts'`), or use gene_likelihood='mse'."
                 else:
                     fix = (
-                        "The ReLU model's output cannot be negative: scaled or centred data (e.g. after "
-                        "`sc.pp.scale`) cannot be fitted. Pass log-normalised values: `use_raw=True` "
-                        "(adata.raw) or `layer=` with a log-normalised layer."
+                        "The ReLU model's output cannot be negative. For signed data (contrasts, log fold changes, "
+                        "t- or z-statistics, perturbation signatures, `sc.pp.scale`d values) use the linear "
+                        "decoder: gene_likelihood='normal'. For expression, pass log-normalised values: "
+                        "`use_raw=True` (adata.raw) or `layer=` with a log-normalised layer."
                     )
                 msg = (
                     f"gene_likelihood={self.likelihood!r} needs non-negative data, but {self.where} has "
@@ -387,7 +388,7 @@ def read(
         The model's genes: columns are reordered to them (an error if the sets differ).
     likelihood
         ``'mse'`` with a ReLU output: values must be >= 0; ``'poisson'``/``'nb'``:
-        non-negative integers; None: any finite values.
+        non-negative integers; ``'normal'`` (a linear output) or None: any finite values.
     shard
         Under ``torch.distributed``: only this process's block of cells.
 
@@ -406,7 +407,9 @@ def read(
         rank, size = world()
         start, stop = shard_bounds(mat.shape[0], rank, size)
     chunk = (stop - start) if isinstance(mat, np.ndarray) else default_chunk_size(mat.shape[1])  # dense: one chunk
-    domain = {None: "any", "mse": "nonnegative", "poisson": "counts", "nb": "counts"}.get(likelihood, "any")
+    domain = {None: "any", "mse": "nonnegative", "normal": "any", "poisson": "counts", "nb": "counts"}.get(
+        likelihood, "any"
+    )
     checker = _Checker(where, adata.obs_names, var_names, domain, likelihood or "")
     return ExpressionSource(
         mat,
@@ -583,7 +586,8 @@ def read_table(adata: AnnData, key: str = "regdecoder", name: str = "activity") 
 
 def read_weights(adata: AnnData, key: str = "regdecoder") -> pd.DataFrame:
     """The learned weights under ``key`` as a tidy table ``source``, ``target``, ``weight``: the
-    non-zero weights, latents in decoder order, genes in the model's order within each latent.
+    non-zero weights, latents in decoder order (genes within each in the order they are stored:
+    ``var_names`` from ``varm``, the model's from ``uns``).
 
     Raises
     ------
@@ -593,7 +597,13 @@ def read_weights(adata: AnnData, key: str = "regdecoder") -> pd.DataFrame:
     held = adata.uns.get(key)
     if isinstance(held, dict) and isinstance(held.get("weights"), pd.DataFrame):
         return held["weights"].reset_index(drop=True)
-    check_key(adata, key + WEIGHTS, where="varm", hint="rd.tl.fit_decoder` (one-layer decoders")
+    if key + WEIGHTS not in adata.varm:
+        msg = (
+            f"No weights under {key!r}: adata.varm[{key + WEIGHTS!r}] and adata.uns[{key!r}]['weights'] are missing. "
+            "`rd.tl.fit_decoder` writes them for one-layer decoders (`rd.tl.infer` writes none: the model's are "
+            "`model.weights`); pass the `key` the fit wrote to."
+        )
+        raise KeyError(msg)
     w = np.asarray(adata.varm[key + WEIGHTS])
     names = held.get("latent_names") if isinstance(held, dict) else None
     if names is None or len(names) != w.shape[1]:
@@ -601,6 +611,37 @@ def read_weights(adata: AnnData, key: str = "regdecoder") -> pd.DataFrame:
     names = np.asarray(list(map(str, names)), dtype=object)
     lat, genes = np.nonzero(w.T)
     return pd.DataFrame({"source": names[lat], "target": adata.var_names[genes].to_numpy(), "weight": w[genes, lat]})
+
+
+def check_writable(adata: AnnData) -> None:
+    """Make sure results can be written into ``adata`` and read back, before any training.
+
+    An in-memory view (``adata[:100]``) becomes an AnnData of its own, as scanpy's tools make
+    it (its parent is not changed).
+
+    Raises
+    ------
+    ValueError
+        A view of an AnnData opened with ``backed=`` (results cannot be written into it); or
+        ``obs_names`` that are not strings (h5ad and zarr store them as strings, so the tables
+        written beside them could not be read back).
+    """
+    if adata.is_view and adata.isbacked:
+        msg = (
+            "adata is a view of an AnnData opened with `backed='r'` (e.g. `backed[:250]`): results cannot be written "
+            "into it. Load those cells into memory first, `adata = backed[:250].to_memory()`, or fit on the whole "
+            "backed AnnData."
+        )
+        raise ValueError(msg)
+    if adata.obs_names.inferred_type != "string":
+        msg = (
+            f"adata.obs_names are not strings (dtype {adata.obs_names.dtype}, e.g. {adata.obs_names[0]!r}): h5ad and "
+            "zarr store them as strings, and the results written beside them could not be read back. Make them "
+            "strings first: `adata.obs_names = adata.obs_names.astype(str)`."
+        )
+        raise ValueError(msg)
+    if adata.is_view:
+        adata._init_as_actual(adata.copy())  # anndata's own step when a view is written to (scanpy's view_to_actual)
 
 
 def check_key_name(key) -> str:

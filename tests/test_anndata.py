@@ -4,8 +4,10 @@ writes them once and reads them back, whatever the solver."""
 from __future__ import annotations
 
 import ast
+import warnings
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -92,3 +94,56 @@ def test_the_record_refuses_fields_it_does_not_name(grn):
     with pytest.raises(ValueError, match="Not fields of the results record"):
         _anndata.write(grn.copy(), "k", tables={"activity": np.zeros((grn.n_obs, 1))}, latent_names=["a"],
                        params={}, colour="red")  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ files round-trip
+@pytest.fixture(scope="module")
+def fitted():
+    """A fit and an inference on cells with integer-like names, a merged latent 'TF1|TF1b' and a
+    TF named with a '/' (zarr refuses it as a key)."""
+    grn = rd.sim.grn(n_obs=120, n_genes=60, n_tfs=5, density=0.3, noise=0.1, seed=8)
+    net = grn.uns["sim"]["net"].replace({"source": {"TF2": "NR1H4/RXRA"}})
+    net = pd.concat([net, net[net.source == "TF1"].assign(source="TF1b")], ignore_index=True)
+    del grn.uns["sim"]
+    grn.obs_names = [str(i) for i in range(grn.n_obs)]
+    grn.obs["group"] = pd.Categorical(np.where(np.arange(grn.n_obs) % 2, "a", "b"))
+    train, test = grn[:80].copy(), grn[80:].copy()
+    model = rd.tl.fit_decoder(train, net=net)
+    rd.tl.infer(test, model)
+    assert {"TF1|TF1b", "NR1H4/RXRA"} <= set(model.latent_names)
+    return model, train, test
+
+
+def _round_trip(adata, path, fmt):
+    with warnings.catch_warnings():  # anndata announces that its zarr default will change
+        warnings.filterwarnings("ignore", "Writing zarr v2", UserWarning)
+        getattr(adata, f"write_{fmt}")(path)
+    return getattr(ad, f"read_{fmt}")(path)
+
+
+def _variants(train, test):
+    return {
+        "as fitted": train,
+        "copy": train.copy(),
+        "subset": train[10:40],
+        "subset copy": train[10:40].copy(),
+        "inferred": test,
+        "concat": ad.concat([train, test], merge="same", uns_merge="same"),
+    }
+
+
+@pytest.mark.parametrize("fmt", ["h5ad", "zarr"])
+def test_fitted_and_inferred_anndata_round_trip(fitted, tmp_path, fmt):
+    model, train, test = fitted
+    for name, obj in _variants(train, test).items():
+        back = _round_trip(obj, tmp_path / f"{name}.{fmt}", fmt)
+        back.copy()
+        acts = rd.get.activities(back)
+        pd.testing.assert_frame_equal(acts.to_df(), rd.get.activities(obj).to_df(), obj=name)
+        assert acts.var_names.tolist() == model.latent_names, name
+        if name not in ("concat", "inferred"):  # concat keeps the tables, not the fit's record; infer writes no weights
+            pd.testing.assert_frame_equal(rd.get.weights(back), rd.get.weights(obj), obj=name)
+            assert back.uns["regdecoder"]["statistic"] == "t"
+        rd.tl.infer(back, model, key_added="again")
+        np.testing.assert_allclose(back.obsm["again"], np.asarray(obj.obsm["regdecoder"]), atol=1e-4, err_msg=name)
+        rd.pl.activities(back, groupby="group", show=False)

@@ -3,8 +3,10 @@ call :mod:`regdecoder.train`, write once."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from copy import deepcopy
 from dataclasses import dataclass
@@ -18,9 +20,9 @@ from scipy.stats import norm as stats_norm
 from .. import _anndata
 from .._settings import settings
 from ..metrics._load import decoder_load
-from ..nn import COUNT_LIKELIHOODS, LIKELIHOODS, Decoder, DecoderConfig
+from ..nn import COUNT_LIKELIHOODS, Decoder, DecoderConfig, likelihood_output
 from ..pp._net import PriorNet, prepare_net
-from ..train import INFER_ALS, INFER_GRADIENT, fit, orient_decoder, resolve_device, resolve_recipe
+from ..train import INFER_ALS, INFER_GRADIENT, Recipe, fit, orient_decoder, resolve_device, resolve_recipe
 from ..train import infer as infer_latents
 from ..train._fit import seeded_module, size_factor_reference
 from ..train._score import EXACT_MAX_ITER, exact_latents, marginal_t
@@ -104,9 +106,7 @@ def _spec(
     seed,
 ) -> _Spec:
     """Check every argument of :func:`fit_decoder` (before any data is read)."""
-    if gene_likelihood not in LIKELIHOODS:
-        msg = f"`gene_likelihood` must be one of {LIKELIHOODS}, got {gene_likelihood!r}."
-        raise ValueError(msg)
+    likelihood, output = likelihood_output(gene_likelihood)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         msg = f"`seed` must be a non-negative integer, got {seed!r}."
         raise TypeError(msg)
@@ -144,40 +144,104 @@ def _spec(
         raise ValueError(msg)
     if weights == "auto":
         load = prior.median_load(n_obs) if signed else float("inf")
-        weights = "prior" if load < MIN_GENE_LOAD and gene_likelihood == "mse" and not soft_mask else "fit"
+        weights = "prior" if load < MIN_GENE_LOAD and likelihood == "mse" and not soft_mask else "fit"
         if weights == "prior":
             logger.warning(
                 "Too few cells to learn the weights (median %.2f cells per free weight of a gene, below %g): the "
-                "weights are fixed at the prior's signs and only the activities and gene offsets are fitted "
+                "weights are fixed at the prior's signs and only the activities (and gene offsets) are fitted "
                 "(weights='prior'; pass weights='fit' to learn them anyway).",
                 load, MIN_GENE_LOAD,
             )  # fmt: skip
     one_layer = not hidden
-    rec = resolve_recipe(recipe, one_layer=one_layer, likelihood=gene_likelihood, soft_mask=bool(soft_mask))
+    rec = resolve_recipe(recipe, one_layer=one_layer, likelihood=likelihood, soft_mask=bool(soft_mask))
     if weights == "prior" and rec.solver != "als":
-        msg = "weights='prior' runs on the ALS solver (one-layer decoders, gene_likelihood='mse', a hard mask)."
+        msg = "weights='prior' runs on the ALS solver (one-layer decoders, gene_likelihood='mse' or 'normal', a hard mask)."
         raise ValueError(msg)
-    if rec.solver == "als" and (not one_layer or gene_likelihood != "mse" or soft_mask):
+    if rec.solver == "als" and (not one_layer or likelihood != "mse" or soft_mask):
         msg = (
-            "The ALS solver fits one-layer decoders with gene_likelihood='mse' and a hard mask; use "
+            "The ALS solver fits one-layer decoders with gene_likelihood='mse' or 'normal' and a hard mask; use "
             "recipe={'solver': 'gradient'} (or the default) for hidden layers, count likelihoods or soft_mask."
         )
         raise ValueError(msg)
     if rec.solver != "als" and world()[1] > 1:
         msg = "Only the ALS solver runs across processes (torch.distributed); use the default recipe there."
         raise ValueError(msg)
+    if bias and n_obs == 1:
+        logger.warning(
+            "A single sample cannot determine a per-gene offset: the decoder is fitted without offsets (bias=False). "
+            "Its activities are ulm's statistic of the profile on the prior's weights, its latents the least-squares "
+            "fit of the profile on them (pass several samples to fit offsets)."
+        )
     config = DecoderConfig(
         n_genes=len(var_names),
         n_latent=len(latent_names),
         hidden=tuple(hidden),
-        bias=bias,
-        output="softplus" if gene_likelihood in COUNT_LIKELIHOODS else "relu",
+        bias=bias and n_obs > 1,
+        output=output,
         masked=prior is not None,
-        likelihood=gene_likelihood,
+        likelihood=likelihood,
     )
     return _Spec(config, prior, latent_names, rec, soft_mask, weights == "prior")
 
 
+#: fit_decoder's keywords of regdecoder 0.1 and their spelling since 0.2; accepted, with a
+#: FutureWarning, until 0.3.
+_OLD_KEYWORDS = {
+    "progress": "rd.settings.progress = {!r} (before the call)",
+    "loss": "gene_likelihood={!r}",
+    "callback": "recipe={{'callback': f}}",
+    "max_epochs": "recipe={{'max_epochs': {!r}}}",
+}
+
+
+def _accept_old_keywords(func):
+    """``fit_decoder`` that also takes 0.1's ``progress=``, ``loss=``, ``callback=`` and
+    ``max_epochs=`` (a FutureWarning names the new spelling), as scanpy and anndata deprecate."""
+
+    @functools.wraps(func)
+    def wrapper(adata, **kwargs):
+        old = {k: kwargs.pop(k) for k in list(kwargs) if k in _OLD_KEYWORDS}
+        if not old:
+            return func(adata, **kwargs)
+        for k, v in old.items():
+            msg = (
+                f"fit_decoder's `{k}=` is regdecoder 0.1's spelling and goes in 0.3; use "
+                f"`{_OLD_KEYWORDS[k].format(v)}` instead."
+            )
+            warnings.warn(msg, FutureWarning, stacklevel=2)
+        if "loss" in old:
+            _not_both("loss", "`gene_likelihood=`", "gene_likelihood" in kwargs)
+            kwargs["gene_likelihood"] = old["loss"]
+        moved = {k: old[k] for k in ("callback", "max_epochs") if k in old}
+        if moved:
+            kwargs["recipe"] = _recipe_with(kwargs.get("recipe"), moved)
+        before = settings.progress
+        settings.progress = bool(old.get("progress", before))
+        try:
+            return func(adata, **kwargs)
+        finally:
+            settings.progress = before
+
+    return wrapper
+
+
+def _not_both(old: str, new: str, both: bool) -> None:
+    if both:
+        msg = f"Give {new} only: `{old}=` is its 0.1 spelling."
+        raise TypeError(msg)
+
+
+def _recipe_with(recipe, fields: dict):
+    """``recipe`` (None, a preset name, a dict or a Recipe) with 0.1's recipe keywords added."""
+    if isinstance(recipe, Recipe):
+        return recipe.updated(fields)
+    out = {"preset": recipe} if isinstance(recipe, str) else dict(recipe or {})
+    for k in fields:
+        _not_both(k, f"`recipe={{{k!r}: ...}}`", k in out)
+    return {**out, **fields}
+
+
+@_accept_old_keywords
 def fit_decoder(
     adata: AnnData,
     *,
@@ -248,9 +312,16 @@ def fit_decoder(
         warning says so), else ``'fit'``.
     gene_likelihood
         ``'mse'`` (default; log-normalised data; the zeros of the ReLU output are censored
-        values), or for raw counts (non-negative integers) ``'poisson'`` or ``'nb'``
-        (negative binomial with a learned dispersion per gene): the mean count is then
-        ``size_factor * softplus(W z + b)`` and the fit runs on the gradient engine.
+        values); ``'normal'`` for signed data (contrasts such as log fold changes, t- or
+        z-statistics of a differential expression, KO minus WT, perturbation signatures of
+        -1/0/+1, pseudobulk contrasts, ``sc.pp.scale``'d values): Gaussian errors on a
+        linear output ``W z + b``, nothing censored, and the marginal t of the profile as
+        it is (no centre); or for raw counts (non-negative integers) ``'poisson'`` or
+        ``'nb'`` (negative binomial with a learned dispersion per gene): the mean count is
+        then ``size_factor * softplus(W z + b)`` and the fit runs on the gradient engine.
+        With one sample (one contrast vector, one cell, one bulk profile) the weights are
+        the prior's (``weights='auto'``) and no offsets are fitted: the activities are
+        ulm's statistic per TF, with its p-value.
     library_size
         Count likelihoods: ``obs`` column with each cell's library size; None uses the
         cells' total counts. Size factors are library sizes over a reference stored in
@@ -335,6 +406,7 @@ def fit_decoder(
     t0 = time.perf_counter()
     _anndata.check_key_name(key_added)
     _, _, var_names = _anndata.matrix(adata, layer, use_raw)
+    _anndata.check_writable(adata)
     spec = _spec(
         list(map(str, var_names)), adata.n_obs, net=net, n_latent=n_latent, hidden=hidden, bias=bias, tmin=tmin,
         collinear=collinear, weights=weights, gene_likelihood=gene_likelihood, n_extra=n_extra,
@@ -359,7 +431,7 @@ def fit_decoder(
     _warn_unconverged(rec, history)
     model, z, stats = _finish(decoder, z, history, data, prior_sign, names, library_ref, source.n_total, stream)
     params = spec.params(
-        layer=layer, use_raw=use_raw, bias=bias, gene_likelihood=gene_likelihood, library_size=library_size,
+        layer=layer, use_raw=use_raw, bias=cfg.bias, gene_likelihood=gene_likelihood, library_size=library_size,
         seed=seed, device=str(dev), tmin=tmin, n_extra=n_extra, collinear=collinear,
     )  # fmt: skip
     _write(
@@ -570,6 +642,7 @@ def infer(
         raise TypeError(msg)
     t0 = time.perf_counter()
     _anndata.check_free(adata, _anndata.check_key_name(key_added), by="rd.tl.infer")
+    _anndata.check_writable(adata)
     count = model.likelihood != "mse"
     stream = (
         not count
