@@ -221,7 +221,7 @@ def test_use_raw_is_passed_on_when_the_core_accepts_it(files, tmp_path, monkeypa
     calls = {}
 
     def fit_decoder(adata, *, net, tmin=5, seed=0, key_added="regdecoder", device="auto", progress=True,
-                    use_raw=False):  # fmt: skip
+                    use_raw=False, gene_likelihood="mse"):  # fmt: skip
         """A stand-in with the future use_raw= parameter."""
         calls["use_raw"] = use_raw
         calls["n_vars"] = adata.n_vars
