@@ -35,11 +35,20 @@ def _v010_latent_objective(monkeypatch):
     monkeypatch.setattr(rd.train._score, "EXACT_RIDGE", 1e-6)
 
 
+#: Paths trained by the gradient engine (Adam), whose epochs amplify rounding differences of their
+#: start: when the ALS weight step moved from LU to Cholesky factors (issue 17: the batched LU
+#: crashed on PBMC 3k), one soft_mask training latent of 780 moved by 2.0e-3 of the largest and
+#: gradient_fast's largest weight (3.11) by 1.03e-3. Compared within 3e-3 of the largest magnitude.
+_AMPLIFIED = {"gradient_fast", "gradient_paper", "soft_mask"}
+
+
 def _check(name, got: dict) -> None:
     for k, v in got.items():
         ref = TRAIN.get(k, REF[k])
         assert v.shape == ref.shape, k
-        if k.endswith("/weights"):
+        if name in _AMPLIFIED:
+            np.testing.assert_allclose(v, ref, atol=3e-3 * np.abs(ref).max(), err_msg=k)
+        elif k.endswith("/weights"):
             np.testing.assert_allclose(v, ref, atol=1e-3, err_msg=k)
         else:
             np.testing.assert_allclose(v, ref, atol=1e-3 * np.abs(ref).max(), err_msg=k)

@@ -279,11 +279,11 @@ def solve_weights_stats(
 def solve_spd(g: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     """Solve a batch of symmetric positive semi-definite systems ``g x = r`` (``b x k x k``, ``b x k x m``).
 
-    By Cholesky factors; a system that is singular in the working precision (its factor fails,
-    or its smallest pivot squared is below ``k * eps`` times its largest diagonal entry, the
-    pseudo-inverse's own cut: e.g. two latents with the same values in every cell, or a latent
-    that is 0 everywhere, and no ridge to speak of) gets the minimum-norm solution from the
-    pseudo-inverse instead. No system goes to an LU solve: on
+    By Cholesky factors; a singular system (its factor fails, or its smallest pivot squared is
+    at the rounding error of its largest diagonal entry, ``eps`` times it: e.g. a latent that is
+    0 in every cell, or two latents equal in every cell, with no ridge to speak of) gets the
+    minimum-norm solution from the pseudo-inverse instead. The ALS's own ridge (1e-6 of the
+    mean diagonal) keeps its systems above that cut unless an entry dwarfs the others. No system goes to an LU solve: on
     PBMC 3k with all genes, ``torch.linalg.solve``'s batched LU failed inside oneMKL (``lu_solve``
     pivots < 1) and lost the fit.
 
@@ -299,8 +299,8 @@ def solve_spd(g: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         )
         raise FloatingPointError(msg)
     chol, info = torch.linalg.cholesky_ex(g)
-    # singular in the working precision: a factor's smallest pivot below the pseudo-inverse's cut
-    cut = g.shape[-1] * torch.finfo(g.dtype).eps * g.diagonal(dim1=-2, dim2=-1).amax(-1)
+    # singular: the factor failed, or its smallest pivot is at the rounding error of the largest entry
+    cut = torch.finfo(g.dtype).eps * g.diagonal(dim1=-2, dim2=-1).amax(-1)
     bad = (info != 0) | (chol.diagonal(dim1=-2, dim2=-1).amin(-1) ** 2 <= cut)
     if bad.any():  # a factor that failed is not a factor: solve those systems apart
         chol = torch.where(bad[:, None, None], torch.eye(g.shape[-1], dtype=g.dtype, device=g.device), chol)
