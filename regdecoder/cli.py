@@ -22,8 +22,9 @@ from pathlib import Path
 import anndata as ad
 import pandas as pd
 
-from . import __version__, datasets, demo, tl
+from . import datasets, demo, tl
 from ._settings import settings
+from ._version import __version__
 
 logger = logging.getLogger("regdecoder")
 

@@ -197,8 +197,10 @@ def fit_decoder(
 ) -> Model:
     """Train a decoder and every cell's latent vector, with no encoder.
 
-    Each cell's latent ``z`` is a free parameter learned jointly with the decoder
-    (Dalmasso et al., decoder-only training). With a prior ``net`` the decoder is one
+    Each cell's latent ``z`` is a free parameter learned jointly with the decoder, the
+    decoder-only training of Schuster & Krogh, "A Manifold Learning Perspective on
+    Representation Learning: Learning Decoder and Representations without an Encoder",
+    Entropy 23 (2021) 1403. With a prior ``net`` the decoder is one
     :class:`~regdecoder.nn.SparseLinear` layer masked by the network,
     ``x = ReLU(W z + b)`` (the paper's eq. 6), and ``z`` holds TF activities. Without
     ``net``, a dense one-layer decoder (or an MLP with ``hidden``) with ``n_latent``
