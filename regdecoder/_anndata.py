@@ -10,7 +10,7 @@ memory are checked whole when made, so every check fails before training starts.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -557,7 +557,14 @@ def check_free(adata: AnnData, key: str, *, by: str) -> None:
 
 
 #: What a call writes beside ``obsm[key]``.
-_SUFFIXES = ("_z", "_z_se", "_pvals")
+_SUFFIXES = ("_z", "_z_se", "_pvals", "_padj")
+
+
+def result_tables(adata: AnnData) -> set[str]:
+    """The ``obsm`` keys holding regdecoder's cells x latents tables: ``obsm[key]`` and its
+    suffixes for every ``uns[key]`` that :func:`write` wrote (it has ``latent_names``)."""
+    keys = [k for k, v in adata.uns.items() if isinstance(v, Mapping) and "latent_names" in v]
+    return {k + s for k in keys for s in ("", *_SUFFIXES)} & set(adata.obsm.keys())
 
 
 def h5ad_safe(d: dict) -> dict:

@@ -25,6 +25,7 @@ from ..train._fit import seeded_module, size_factor_reference
 from ..train._score import EXACT_MAX_ITER, exact_latents, marginal_t
 from ..train._source import gather_rows, world
 from ._model import Model
+from ._rank import adjust_pvalues
 
 logger = logging.getLogger("regdecoder")
 
@@ -298,8 +299,10 @@ def fit_decoder(
         standard errors from the curvature of the censored loss at the solution
         (``sqrt(sigma^2 [W_A' W_A]^-1_jj)``, ``A`` the genes not censored, ``sigma^2`` the
         residual variance; NaN where not identified).
-    ``obsm[key_added + '_pvals']``
-        Two-sided p-values of the t-values (``G - 1`` degrees of freedom).
+    ``obsm[key_added + '_pvals']``, ``obsm[key_added + '_padj']``
+        Two-sided p-values of the t-values (``G - 1`` degrees of freedom), and the same
+        adjusted by Benjamini-Hochberg over the TFs of each cell (decoupler's convention
+        for its per-cell ``padj_<method>``; NaN stays NaN).
     ``varm[key_added + '_weights']``
         Learned weights, genes x latents (one-layer decoders).
     ``uns[key_added]``
@@ -425,9 +428,12 @@ def _statistics(model: Model, data, *, max_iter: int | None = None, tol: float |
 
 def _write_activities(adata, key: str, model: Model, z, stats: dict, params: dict, **fields) -> None:
     """obsm[key] is the marginal t when the decoder reports it (else the latents), beside the
-    latents, their standard errors and the p-values; uns[key]['statistic'] says which."""
+    latents, their standard errors, the p-values and the p-values adjusted by Benjamini-Hochberg
+    within each cell (over its TFs, as decoupler adjusts its per-cell p-values);
+    uns[key]['statistic'] says which."""
     if stats:
-        obsm = {key + "_z": z, key + "_z_se": stats["z_se"], key + "_pvals": stats["pvals"]}
+        obsm = {key + "_z": z, key + "_z_se": stats["z_se"], key + "_pvals": stats["pvals"],
+                key + "_padj": adjust_pvalues(stats["pvals"], axis=1)}  # fmt: skip
         main, statistic = stats["t"], "t"
     else:
         obsm, main, statistic = {}, z, "z"
@@ -515,7 +521,7 @@ def infer(
     -------
     ``None``, or a copy when ``copy=True``. Writes ``obsm[key_added]`` (cells x
     latents, float32 DataFrame: the activities, as fit_decoder writes them), for masked
-    decoders also ``obsm[key_added + '_z']``, ``'_z_se'`` and ``'_pvals'`` (see
+    decoders also ``obsm[key_added + '_z']``, ``'_z_se'``, ``'_pvals'`` and ``'_padj'`` (see
     :func:`fit_decoder`), and ``uns[key_added]`` (``latent_names``, ``params``,
     ``n_iter``, ``statistic``).
 
