@@ -99,6 +99,24 @@ def rank_activities(
         An unknown ``method``; ``key_added`` not a string; no reference cells.
     """
     _anndata.check_key_name(key_added)
+    out = rank_table(adata, groupby, key=key, groups=groups, reference=reference, method=method)
+    params = {"groupby": groupby, "key": key, "reference": reference, "method": method}
+    adata.uns[key_added] = {"params": {**params, "corr_method": "benjamini-hochberg"}, "results": out.copy()}
+    logger.info("ranked %d TFs in %d group(s) of obs[%r]: added uns[%r]", out["name"].nunique(),
+                out["group"].nunique(), groupby, key_added)  # fmt: skip
+    return out
+
+
+def rank_table(
+    adata: AnnData,
+    groupby: str,
+    *,
+    key: str = "regdecoder",
+    groups: Sequence[str] | None = None,
+    reference: str = "rest",
+    method: str = "t-test",
+) -> pd.DataFrame:
+    """:func:`rank_activities`' table, without writing to ``adata`` (for plots)."""
     if method not in METHODS:
         msg = f"`method` must be one of {METHODS}, got {method!r}."
         raise ValueError(msg)
@@ -114,28 +132,15 @@ def rank_activities(
         raise KeyError(msg)
     acts = _anndata.latents(adata, key)
     values = acts.to_numpy(dtype=np.float64)
-    tables = [_test(values, labels == g, _reference(labels, g, reference), method) for g in chosen]
-    small = [g for g, t in zip(chosen, tables, strict=True) if t is None]
+    tests = [_test(values, labels == g, _reference(labels, g, reference), method) for g in chosen]
+    small = [g for g, t in zip(chosen, tests, strict=True) if t is None]
     if small:
         logger.warning("Group(s) %s of obs[%r] have fewer than 2 cells and are not tested (NaN).", small, groupby)
-    frames = [
-        _table(g, reference, acts.columns, t if t is not None else np.full((3, values.shape[1]), np.nan))
-        for g, t in zip(chosen, tables, strict=True)
-    ]
+    nan = np.full((3, values.shape[1]), np.nan)
+    frames = [_table(g, reference, acts.columns, nan if t is None else t) for g, t in zip(chosen, tests, strict=True)]
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
     for col in ("group", "reference", "name"):
         out[col] = out[col].astype(str).astype("category")
-    params = {
-        "groupby": groupby,
-        "key": key,
-        "reference": reference,
-        "method": method,
-        "corr_method": "benjamini-hochberg",
-    }
-    adata.uns[key_added] = {"params": params, "results": out.copy()}
-    logger.info(
-        "ranked %d TFs in %d group(s) of obs[%r]: added uns[%r]", acts.shape[1], len(chosen), groupby, key_added
-    )
     return out
 
 
