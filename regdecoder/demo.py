@@ -155,14 +155,18 @@ def run(args: argparse.Namespace) -> dict:
     train.write_h5ad(out / "train.h5ad")
     test.write_h5ad(out / "test.h5ad")
     model.save(out / "model.pt")
-    fig = rd.pl.recovery(test, cells=f"the {test.n_obs} held-out cells (decoder frozen)", return_fig=True)
-    fig.savefig(out / "recovery.png", dpi=120)
-    plt.close(fig)
-    fig = rd.pl.loss(train, return_fig=True)
-    fig.savefig(out / "loss.png", dpi=120)
-    plt.close(fig)
+    for name, fig in figures(train, test).items():
+        fig.savefig(out / f"{name}.png", dpi=120)
+        plt.close(fig)
     print(f"wrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}/")
     return summary
+
+
+def figures(train, test) -> dict:
+    """The demo's figures: ``recovery`` (true vs inferred activity of the held-out cells, and
+    the per-TF PCC; the red line is their mean) and ``loss`` (the fit's loss per epoch)."""
+    cells = f"the {test.n_obs} held-out cells (decoder frozen)"
+    return {"recovery": rd.pl.recovery(test, cells=cells, return_fig=True), "loss": rd.pl.loss(train, return_fig=True)}
 
 
 if __name__ == "__main__":

@@ -406,3 +406,13 @@ def test_load_curve_x_labels_do_not_overlap(lo, hi):
         shown = [t.get_text() for t in ax.get_xticklabels(which="both") if t.get_text()]
         assert len(shown) >= 1
         assert _crowded_labels(fig, ax.xaxis) == [], shown
+
+
+def test_recovery_title_says_which_cells(fitted, inferred):
+    _, train, _ = fitted
+    fig = rd.pl.recovery(train, return_fig=True)
+    assert fig._suptitle.get_text().startswith(f"true vs inferred TF activity of {train.n_obs:,} training cells")
+    fig = rd.pl.recovery(inferred, return_fig=True)
+    assert f"of {inferred.n_obs} cells inferred with the decoder frozen:" in fig._suptitle.get_text()
+    fig = rd.pl.recovery(inferred, cells="the 40 held-out cells", n_examples=0, return_fig=True)
+    assert fig._suptitle.get_text() == "true vs inferred TF activity of the 40 held-out cells"
