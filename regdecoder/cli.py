@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ import anndata as ad
 import pandas as pd
 
 from . import datasets, demo, tl
-from ._settings import settings
+from ._settings import Stages, settings
 from ._version import __version__
 
 logger = logging.getLogger("regdecoder")
@@ -36,6 +37,58 @@ _EPILOG = (
 
 class UserError(Exception):
     """An error in what the user gave (a file, an option): printed without a traceback."""
+
+
+# --------------------------------------------------- messages in the command line's words
+
+
+def _flags(parser: argparse.ArgumentParser, command: str | None) -> dict[str, argparse.Action]:
+    """The options of ``command`` (and the main parser), by the Python name they stand for."""
+    actions = list(parser._actions)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            actions += action.choices[command]._actions
+    return {a.dest: a for a in actions if a.option_strings and a.dest not in ("help", "version")}
+
+
+def in_flags(text: str, flags: dict[str, argparse.Action]) -> str:
+    """A library message in the command line's words: ``use_raw=True`` -> ``--use-raw``,
+    ``layer='counts'`` -> ``--layer counts``, `` `seed` `` -> `` `--seed` ``, for every
+    Python argument the command has an option for; code in backticks with a call
+    (``rd.tl.fit_decoder(adata, net=net)``) is left as it is."""
+    if not flags:
+        return text
+    names = "|".join(sorted(map(re.escape, flags), key=len, reverse=True))
+    assign = re.compile(rf"(leave )?(?<![\w.])({names})=('[^']*'|\"[^\"]*\"|[\w.:+-]*)")
+
+    def option(m: re.Match) -> str:
+        action, value = flags[m.group(2)], m.group(3).strip("'\"")
+        flag = action.option_strings[-1]
+        if value in ("False", "None"):  # the option left out
+            return f"leave out {flag}" if m.group(1) else f"no {flag}"
+        if isinstance(action, argparse._StoreTrueAction) or not value:
+            return (m.group(1) or "") + flag
+        return f"{m.group(1) or ''}{flag} {value}"
+
+    parts = text.split("`")
+    for i, part in enumerate(parts):
+        if i % 2 and "(" in part:  # a Python call in backticks: leave it
+            continue
+        parts[i] = flags[part].option_strings[-1] if i % 2 and part in flags else assign.sub(option, part)
+    return "`".join(parts)
+
+
+class _InFlags(logging.Filter):
+    """Warnings logged while a command runs, in the command line's words."""
+
+    def __init__(self, flags: dict[str, argparse.Action]) -> None:
+        super().__init__()
+        self.flags = flags
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            record.msg, record.args = in_flags(record.getMessage(), self.flags), None
+        return True
 
 
 # ------------------------------------------------------------------------ parser
@@ -195,10 +248,12 @@ def _device(args) -> str:
 
 
 def _fit(args) -> None:
+    clock = Stages()
     adata = _read_h5ad(args.input)
+    clock.done("read %s (%d cells x %d genes)", args.input, adata.n_obs, adata.n_vars)
     net = _read_net(args.net)
+    clock.done("read the network %s (%d edges)", args.net, len(net))
     kwargs = _expression(adata, args)
-    logger.info("fitting %d cells x %d genes, network %s (%d edges)", adata.n_obs, adata.n_vars, args.net, len(net))
     t0 = time.perf_counter()
     settings.progress = settings.progress and not args.quiet
     model = tl.fit_decoder(
@@ -210,7 +265,9 @@ def _fit(args) -> None:
         device=_device(args),
         **kwargs,
     )
+    clock = Stages()  # fit_decoder logs its own stages
     _write_h5ad(adata, args.out)
+    clock.done("wrote %s", args.out)
     z = adata.obsm[args.key_added]
     print(
         f"fitted {z.shape[1]} TFs on {z.shape[0]} cells in {time.perf_counter() - t0:.1f} s; "
@@ -223,7 +280,9 @@ def _fit(args) -> None:
 
 
 def _infer(args) -> None:
+    clock = Stages()
     adata = _read_h5ad(args.input)
+    clock.done("read %s (%d cells x %d genes)", args.input, adata.n_obs, adata.n_vars)
     try:
         model = tl.Model.load(args.model, device=_device(args))
     except (OSError, ValueError):
@@ -234,7 +293,9 @@ def _infer(args) -> None:
     kwargs = _expression(adata, args)
     t0 = time.perf_counter()
     tl.infer(adata, model, key_added=args.key_added, **kwargs)
+    clock = Stages()  # infer logs its own stages
     _write_h5ad(adata, args.out)
+    clock.done("wrote %s", args.out)
     z = adata.obsm[args.key_added]
     print(
         f"inferred {z.shape[1]} TFs for {z.shape[0]} cells in {time.perf_counter() - t0:.1f} s; "
@@ -270,17 +331,23 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_usage(sys.stderr)
             print(f"error: --n-threads: {err}", file=sys.stderr)
             return 2
+    flags = _flags(parser, args.command)
+    words = _InFlags(flags)
+    logger.addFilter(words)
     try:
         args.func(args)
     except (UserError, OSError, ValueError, KeyError, TypeError) as err:
-        # errors in the input, raised by regdecoder with a message that names the fix
+        # errors in the input, raised by regdecoder with a message that names the fix (in Python's words,
+        # translated here, in one place, to the options of the command line)
         logger.debug("traceback:", exc_info=True)
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {in_flags(str(message), flags)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        logger.removeFilter(words)
     return 0
 
 

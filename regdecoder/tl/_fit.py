@@ -4,7 +4,6 @@ call :mod:`regdecoder.train`, write once."""
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from copy import deepcopy
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ import torch
 from anndata import AnnData
 
 from .. import _anndata
-from .._settings import settings
+from .._settings import Stages, settings
 from ..metrics._load import decoder_load
 from ..nn import COUNT_LIKELIHOODS, LIKELIHOODS, Decoder, DecoderConfig
 from ..pp._net import PriorNet, prepare_net
@@ -327,9 +326,9 @@ def fit_decoder(
         (the ReLU model) or non-integers (count likelihoods); a network that matches no
         gene or leaves no TF with ``tmin`` targets; duplicate genes or edges.
     """
-    t0 = time.perf_counter()
+    clock = Stages()
     _anndata.check_key_name(key_added)
-    _, _, var_names = _anndata.matrix(adata, layer, use_raw)
+    _, where, var_names = _anndata.matrix(adata, layer, use_raw)
     spec = _spec(
         list(map(str, var_names)), adata.n_obs, net=net, n_latent=n_latent, hidden=hidden, bias=bias, tmin=tmin,
         collinear=collinear, weights=weights, gene_likelihood=gene_likelihood, n_extra=n_extra,
@@ -342,15 +341,23 @@ def fit_decoder(
     if gene_likelihood == "mse":
         _anndata.warn_if_counts(source)
     data = source if stream else source.dense(dev)
+    clock.done(
+        "read %d cells x %d genes from %s (%s)",
+        adata.n_obs,
+        len(var_names),
+        where,
+        "in chunks" if stream else "at once",
+    )
     sf, library_ref = _size_factors(adata, source, data, library_size, cfg, dev)
     prior_sign = spec.prior_sign(dev)
     names = (list(map(str, var_names)), spec.latent_names)
-    logger.info("fitting %r decoder on %d cells with %s on %s", cfg, adata.n_obs, rec.solver, dev)
+    logger.info("fitting a decoder with %d latents on %d cells: %s on %s", cfg.n_latent, adata.n_obs, rec.solver, dev)
     decoder, z, history = fit(
         spec.decoder(seed, dev), data, rec, prior_sign=prior_sign, size_factors=sf, soft_mask=spec.soft_mask,
         fixed_weights=spec.fixed_weights, seed=seed, progress=settings.progress,
         callback=_callback(rec.callback, prior_sign, names),
     )  # fmt: skip
+    clock.done("%s fit, %d epochs", rec.solver, len(history["loss"]))
     _warn_unconverged(rec, history)
     model, z, stats = _finish(decoder, z, history, data, prior_sign, names, library_ref, source.n_total, stream)
     params = spec.params(
@@ -362,9 +369,7 @@ def fit_decoder(
         history=_history(history), load=decoder_load(decoder, adata.n_obs), orientation=model.orientation,
         **spec.net_fields(),
     )  # fmt: skip
-    logger.info(
-        "finished fit_decoder in %.1fs: added obsm[%r], uns[%r]", time.perf_counter() - t0, key_added, key_added
-    )
+    logger.info("finished fit_decoder in %.1f s: added obsm[%r], uns[%r]", clock.total, key_added, key_added)
     return model
 
 
@@ -412,8 +417,12 @@ def _statistics(model: Model, data, *, max_iter: int | None = None, tol: float |
     if not (dec.one_layer and dec.config.masked and model.likelihood == "mse" and model.gene_mean is not None):
         return {}
     w, b = dec.get_weight(), dec.get_bias()
+    clock = Stages()
+    logger.info("solving the exact latents and their standard errors of every cell, the decoder frozen ...")
     z, se, steps = exact_latents(data, w, b, relu=dec.config.output == "relu", max_iter=max_iter, tol=tol)
+    clock.done("exact latents and standard errors of %d cells (at most %d Newton steps)", z.shape[0], int(steps))
     t, p = marginal_t(data, w, model.gene_mean)
+    clock.done("marginal t-values and p-values of %d TFs", t.shape[1])
     none = np.isnan(t).all(1) if t.shape[1] else np.zeros(t.shape[0], dtype=bool)
     empty = int(none.sum())
     if empty:  # no expression identifies no latent: no standard errors (z_t, z_pvals NaN too)
@@ -537,7 +546,7 @@ def infer(
     if not isinstance(model, Model):
         msg = f"`model` must be a regdecoder Model (from rd.tl.fit_decoder or Model.load), got {type(model).__name__}."
         raise TypeError(msg)
-    t0 = time.perf_counter()
+    clock = Stages()
     _anndata.check_free(adata, _anndata.check_key_name(key_added), by="rd.tl.infer")
     count = model.likelihood != "mse"
     stream = (
@@ -554,6 +563,7 @@ def infer(
             _anndata.library_sizes(adata, source, library_size) / model.library_ref, dtype=torch.float32
         )
     data = source if stream else source.dense(model.device)
+    clock.done("read %d cells x %d genes (%s)", adata.n_obs, len(model.var_names), "in chunks" if stream else "at once")
     stats = _statistics(model, data, max_iter=max_iter, tol=tol) if method in ("auto", "als") else {}
     if stats:  # exact censored least squares (active-set Newton), standard errors, marginal t
         z, n_iter = stats.pop("z"), stats.pop("steps")
@@ -572,5 +582,5 @@ def infer(
         )
     params = {"layer": layer, "use_raw": use_raw, "method": method, "max_iter": max_iter, "tol": tol}
     _write_activities(adata, key_added, model, z, stats, params, n_iter=int(n_iter))
-    logger.info("finished infer in %.2fs (%d iterations): added obsm[%r]", time.perf_counter() - t0, n_iter, key_added)
+    logger.info("finished infer in %.1f s (%d iterations): added obsm[%r]", clock.total, n_iter, key_added)
     return adata if copy else None
