@@ -43,6 +43,7 @@ class Settings:
     def __init__(self) -> None:
         self._device = "auto"
         self._progress = True
+        self._threads: int | None = None  # the user's choice, re-applied by every fit
 
     # ----------------------------------------------------------------- verbosity
     @property
@@ -86,16 +87,30 @@ class Settings:
         """Threads torch uses on the CPU (``torch.get_num_threads`` / ``torch.set_num_threads``).
 
         On a small or shared machine, 1 thread can be several times faster than the
-        default (one per core): see the class docstring.
+        default (one per core): see the class docstring. A number set here is also
+        re-applied at the start of every ``rd.tl.fit_decoder`` and ``rd.tl.infer``: tools
+        that run numba in parallel (decoupler's methods, scanpy's UMAP) reset the OpenMP
+        threads torch shares with them to one per core, which would silently undo it (and
+        a fit on another number of threads differs in the last digits). ``None`` stops
+        re-applying it.
         """
         return torch.get_num_threads()
 
     @n_threads.setter
-    def n_threads(self, value: int) -> None:
+    def n_threads(self, value: int | None) -> None:
+        if value is None:
+            self._threads = None
+            return
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            msg = f"`n_threads` must be a positive int, got {value!r}."
+            msg = f"`n_threads` must be a positive int (or None), got {value!r}."
             raise ValueError(msg)
+        self._threads = value
         torch.set_num_threads(value)
+
+    def apply_threads(self) -> None:
+        """Set torch's thread count back to the one set in ``n_threads``, if one was set."""
+        if self._threads is not None and torch.get_num_threads() != self._threads:
+            torch.set_num_threads(self._threads)
 
     # -------------------------------------------------------------------- device
     @property

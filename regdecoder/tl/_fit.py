@@ -327,6 +327,7 @@ def fit_decoder(
         gene or leaves no TF with ``tmin`` targets; duplicate genes or edges.
     """
     clock = Stages()
+    settings.apply_threads()
     _anndata.check_key_name(key_added)
     _, where, var_names = _anndata.matrix(adata, layer, use_raw)
     spec = _spec(
@@ -547,6 +548,7 @@ def infer(
         msg = f"`model` must be a regdecoder Model (from rd.tl.fit_decoder or Model.load), got {type(model).__name__}."
         raise TypeError(msg)
     clock = Stages()
+    settings.apply_threads()
     _anndata.check_free(adata, _anndata.check_key_name(key_added), by="rd.tl.infer")
     count = model.likelihood != "mse"
     stream = (
