@@ -166,6 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_options(fit)
     fit.add_argument("--seed", metavar="N", type=int, default=0, help="random seed of the fit (default: %(default)s)")
     fit.add_argument(
+        "--gene-likelihood",
+        metavar="L",
+        choices=("mse", "normal"),
+        default="mse",
+        help="mse: log-normalised expression (a ReLU output, zeros censored); normal: signed data such as "
+        "contrasts, log fold changes or scaled values (a linear output) (default: %(default)s)",
+    )
+    fit.add_argument(
         "--tmin",
         metavar="N",
         type=int,
@@ -260,6 +268,7 @@ def _fit(args) -> None:
         adata,
         net=net,
         tmin=args.tmin,
+        gene_likelihood=args.gene_likelihood,
         seed=args.seed,
         key_added=args.key_added,
         device=_device(args),

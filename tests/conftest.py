@@ -52,3 +52,19 @@ def fitted(_fitted):
     """(model, train, test): a masked decoder fitted on the small GRN (train has results)."""
     model, train, test = _fitted
     return model, train.copy(), test.copy()
+
+
+@pytest.fixture
+def fit_before_training():
+    """``rd.tl.fit_decoder`` for calls that must fail before training: a callback counts the
+    epochs, and none may have run when the call returns or raises."""
+
+    def fit(adata, **kw):
+        epochs = []
+        recipe = {**kw.pop("recipe", {}), "callback": lambda s: epochs.append(s["epoch"])}
+        try:
+            return rd.tl.fit_decoder(adata, recipe=recipe, **kw)
+        finally:
+            assert epochs == [], f"the error came after {len(epochs)} epoch(s) of training"
+
+    return fit

@@ -99,8 +99,7 @@ def test_use_raw_reads_raw(files, tmp_path):
 def test_use_raw_is_passed_on_when_the_core_accepts_it(files, tmp_path, monkeypatch):
     calls = {}
 
-    def fit_decoder(adata, *, net, tmin=5, seed=0, key_added="regdecoder", device="auto", progress=True,
-                    use_raw=False):  # fmt: skip
+    def fit_decoder(adata, *, net, key_added="regdecoder", use_raw=False, **options):
         """A stand-in with the use_raw= parameter."""
         calls["use_raw"] = use_raw
         calls["n_vars"] = adata.n_vars
@@ -279,7 +278,7 @@ def test_warnings_name_the_options_too(files, tmp_path, caplog):
         ("device='cuda' but CUDA is not available; use device='cpu'.", "--device cuda but CUDA is not available; use --device cpu."),
         ("fit with `rd.tl.fit_decoder(adata, net=net, soft_mask=True)` or pass `net=`.",
          "fit with `rd.tl.fit_decoder(adata, net=net, soft_mask=True)` or pass `--net`."),
-        ("use gene_likelihood='nb' or seeds=3", "use gene_likelihood='nb' or seeds=3"),  # no such options: as it was
+        ("pass weights='fit' or seeds=3", "pass weights='fit' or seeds=3"),  # no such options: as it was
     ],
 )  # fmt: skip
 def test_python_arguments_in_the_command_lines_words(message, words):

@@ -1,15 +1,11 @@
 from __future__ import annotations
 
-from copy import deepcopy
-
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 from scipy import stats
 
-from .._anndata import check_key, latents, result_tables
-
-_STATISTICS = {"activity": "", "pvals": "_pvals", "padj": "_padj", "z": "_z", "z_se": "_z_se"}
+from .._anndata import TABLES, read_table, read_weights, result_tables
 
 
 def activities(adata: AnnData, key: str = "regdecoder", *, statistic: str = "activity") -> AnnData:
@@ -51,34 +47,35 @@ def activities(adata: AnnData, key: str = "regdecoder", *, statistic: str = "act
         An unknown ``statistic``, or an array without TF names.
     """
     if statistic in ("z_t", "z_pvals"):
-        zt = latents(adata, key + "_z") / latents(adata, key + "_z_se")
+        zt = read_table(adata, key, "z") / read_table(adata, key, "z_se")
         z = zt if statistic == "z_t" else pd.DataFrame(2 * stats.norm.sf(np.abs(zt)), zt.index, zt.columns)
-    elif statistic in _STATISTICS:
-        z = latents(adata, key + _STATISTICS[statistic])
+    elif statistic in TABLES:
+        z = read_table(adata, key, statistic)
     else:
-        msg = f"`statistic` must be one of {[*_STATISTICS, 'z_t', 'z_pvals']}, got {statistic!r}."
+        msg = f"`statistic` must be one of {[*TABLES, 'z_t', 'z_pvals']}, got {statistic!r}."
         raise ValueError(msg)
     results = result_tables(adata)
     return AnnData(
         X=z.to_numpy(dtype=np.float32, copy=True),
         obs=adata.obs.copy(),
         var=pd.DataFrame(index=pd.Index(z.columns)),
-        obsm={k: deepcopy(v) for k, v in adata.obsm.items() if k not in results},
-        uns={k: deepcopy(adata.uns[k]) for k in (f"{c}_colors" for c in adata.obs.columns) if k in adata.uns},
+        obsm={k: v.copy() for k, v in adata.obsm.items() if k not in results},  # of a view too: real copies
+        uns={
+            k: np.array(adata.uns[k], dtype=object)
+            for k in (f"{c}_colors" for c in adata.obs.columns)
+            if k in adata.uns
+        },
     )
 
 
 def weights(adata: AnnData, key: str = "regdecoder") -> pd.DataFrame:
     """Learned decoder weights as a tidy table (``source``, ``target``, ``weight``), non-zero edges only,
-    sorted by decreasing absolute weight."""
-    check_key(adata, key + "_weights", where="varm")
-    w = np.asarray(adata.varm[key + "_weights"])
-    genes, lat = np.nonzero(w)
-    names = adata.uns.get(key, {}).get("latent_names")
-    if names is None or len(names) != w.shape[1]:
-        names = latents(adata, key).columns
-    names = np.asarray(list(map(str, names)))
-    df = pd.DataFrame({"source": names[lat], "target": adata.var_names[genes].to_numpy(), "weight": w[genes, lat]})
+    sorted by decreasing absolute weight.
+
+    Read from ``varm[key + '_weights']``, or from ``uns[key]['weights']`` where the model's genes
+    are not ``var_names`` (a fit on ``adata.raw``'s genes: scanpy's layout with the highly
+    variable genes in ``X``)."""
+    df = read_weights(adata, key)
     return df.iloc[np.argsort(-np.abs(df["weight"].to_numpy()), kind="stable")].reset_index(drop=True)
 
 

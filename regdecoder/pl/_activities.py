@@ -10,7 +10,7 @@ import pandas as pd
 from anndata import AnnData
 from matplotlib.lines import Line2D
 
-from .._anndata import latents
+from .._anndata import latents, read_table, table_key
 from ..tl._rank import rank_table
 from ._common import finish, group_order, labels, regulon_sizes, small_note, tf_label, warn_small
 
@@ -181,9 +181,10 @@ def dotplot(
         ``groupby``, ``obsm[key]`` or ``obsm[key + '_padj']`` is missing (names the fix);
         a TF in ``tfs`` is not a latent.
     """
-    if key + "_padj" not in adata.obsm:
+    padj = table_key(key, "padj")
+    if padj not in adata.obsm:
         msg = (
-            f"adata.obsm[{key + '_padj'!r}] is missing: the dot sizes are the cells' adjusted p-values, which "
+            f"adata.obsm[{padj!r}] is missing: the dot sizes are the cells' adjusted p-values, which "
             "rd.tl.fit_decoder and rd.tl.infer write for a decoder masked by a `net` (fitted with regdecoder "
             ">= 0.2.0). Use rd.pl.activities for the mean activities alone."
         )
@@ -198,7 +199,7 @@ def dotplot(
     sizes = regulon_sizes(adata, key)
     warn_small(tfs, sizes, key)
     column = labels(adata, groupby).to_numpy()
-    share = (latents(adata, key + "_padj")[tfs] < alpha).groupby(column).mean().loc[means.index]
+    share = (read_table(adata, key, "padj")[tfs] < alpha).groupby(column).mean().loc[means.index]
     if ax is None:
         fig, ax = plt.subplots(figsize=(max(0.4 * len(tfs) + 3.2, 5.0), 0.32 * len(means) + 2.6), layout="constrained")
     else:

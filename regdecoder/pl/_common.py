@@ -7,11 +7,10 @@ import logging
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._anndata import latents
+from .._anndata import read_weights
 
 logger = logging.getLogger("regdecoder")
 
@@ -46,17 +45,17 @@ def group_order(column: pd.Series) -> list:
 
 def regulon_sizes(adata: AnnData, key: str) -> pd.Series | None:
     """Targets per TF among the data's genes: from the fit's ``uns[key]['identifiability']``,
-    else the non-zero learned weights in ``varm[key + '_weights']``; None if neither is there."""
+    else the non-zero learned weights (``varm[key + '_weights']`` or ``uns[key]['weights']``);
+    None if neither is there."""
     rec = adata.uns.get(key)
     table = rec.get("identifiability") if isinstance(rec, dict) else None
     if isinstance(table, pd.DataFrame) and {"source", "n_targets"} <= set(table.columns):
         return pd.Series(table["n_targets"].to_numpy(int), index=table["source"].astype(str))
-    w = adata.varm.get(key + "_weights") if key + "_weights" in adata.varm else None
-    if w is not None:
-        names = latents(adata, key).columns
-        if len(names) == np.shape(w)[1]:
-            return pd.Series((np.asarray(w) != 0).sum(0).astype(int), index=names)
-    return None
+    try:
+        edges = read_weights(adata, key)
+    except (KeyError, ValueError):  # no weights under key (an inference, a decoder with hidden layers)
+        return None
+    return edges[edges["weight"] != 0].groupby("source").size().astype(int)
 
 
 def tf_label(tf: str, sizes: pd.Series | None, small: int = SMALL_REGULON) -> str:

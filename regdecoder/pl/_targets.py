@@ -9,7 +9,7 @@ from anndata import AnnData
 from matplotlib.patches import Patch
 from scipy import sparse
 
-from .._anndata import check_key, latents, matrix
+from .._anndata import latents, matrix, read_weights
 from ._common import finish, group_order, labels
 
 _SIGNS = {1: ("C3", "activation in the prior"), -1: ("C0", "repression in the prior"), 0: ("0.6", "")}
@@ -31,7 +31,7 @@ def targets(
     """One TF's targets: the sign the prior network gives each, the weight the decoder learned,
     and the gene's mean expression in each group of cells.
 
-    Left: the learned weights (``varm[key + '_weights']``) of the ``n_top`` targets with
+    Left: the learned weights (:func:`regdecoder.get.weights`) of the ``n_top`` targets with
     the largest absolute weight, coloured by their sign in ``net`` (red activation, blue
     repression; hatched where the learned sign differs from the prior's). Right: each
     target's mean expression per group, from the expression the fit read.
@@ -39,7 +39,8 @@ def targets(
     Parameters
     ----------
     adata
-        The AnnData ``rd.tl.fit_decoder`` fitted (it holds the weights).
+        The AnnData ``rd.tl.fit_decoder`` fitted (it holds the weights: ``varm[key +
+        '_weights']``, or ``uns[key]['weights']`` after a fit on ``raw``'s genes).
     tf
         The TF (a latent name, e.g. ``'SPI1'`` or a merged ``'RFX5|RFXANK|RFXAP'``).
     groupby
@@ -63,13 +64,13 @@ def targets(
         No weights under ``key`` (``rd.tl.infer`` writes none: plot the fitted AnnData);
         ``tf`` is not a latent; ``groupby`` is not an ``obs`` column; a missing layer.
     """
-    check_key(adata, key + "_weights", where="varm")
+    edges = read_weights(adata, key)
     names = list(latents(adata, key).columns)
     if tf not in names:
         msg = f"{tf!r} is not a latent in obsm[{key!r}] (e.g. {names[:5]}); see `rd.get.activities(adata).var_names`."
         raise KeyError(msg)
-    w = pd.Series(np.asarray(adata.varm[key + "_weights"])[:, names.index(tf)], index=adata.var_names.astype(str))
-    w = w[w != 0]
+    mine = edges[(edges["source"] == tf) & (edges["weight"] != 0)]
+    w = pd.Series(mine["weight"].to_numpy(float), index=mine["target"].astype(str).to_numpy())
     shown = w.iloc[np.argsort(-np.abs(w.to_numpy()), kind="stable")[: max(int(n_top), 1)]].sort_values()
     signs = _prior_signs(adata, key, net, tf, shown.index)
     expr, where, cells = _group_means(adata, shown.index, groupby, layer, use_raw)

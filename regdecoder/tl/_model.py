@@ -51,8 +51,10 @@ class Model:
         Count models: the reference library size (size factor = a cell's library size /
         ``library_ref``).
     gene_mean
-        Each gene's mean over the training cells: the centre of the marginal t-values
-        (:mod:`regdecoder.train._score`).
+        The centre of the marginal t-values (:mod:`regdecoder.train._score`), subtracted from
+        every cell: each gene's mean over the training cells for the ReLU model; zeros for the
+        linear decoder (``gene_likelihood='normal'``) and after a single training sample.
+        None for decoders that report no marginal t.
     kind
         ``'decoder'``, ``'encoder'`` or ``'autoencoder'``.
     key
