@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import time
 
 import torch
 
-__all__ = ["Stages", "settings"]
+__all__ = ["Stages", "add_threads_option", "settings"]
 
 _LOGGER_NAME = "regdecoder"
 # verbosity level -> logging level
@@ -176,6 +177,18 @@ class Stages:
     def total(self) -> float:
         """Seconds since the start."""
         return time.perf_counter() - self.start
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """The ``--n-threads`` option every command takes (it sets :attr:`Settings.n_threads`)."""
+    parser.add_argument(
+        "--n-threads",
+        metavar="N",
+        type=int,
+        default=None,
+        help="CPU threads for torch; on a small or shared machine 1 can be several times faster "
+        "(default: torch's choice, one per core)",
+    )
 
 
 #: The package's settings object (``rd.settings``).

@@ -24,7 +24,7 @@ import anndata as ad
 import pandas as pd
 
 from . import datasets, demo, tl
-from ._settings import Stages, settings
+from ._settings import Stages, add_threads_option, settings
 from ._version import __version__
 
 logger = logging.getLogger("regdecoder")
@@ -120,14 +120,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="torch device: auto, cpu, cuda, cuda:N (default: settings.device, i.e. auto)",
     )
-    p.add_argument(
-        "--n-threads",
-        metavar="N",
-        type=int,
-        default=None,
-        help="CPU threads for torch; on a small or shared machine 1 can be several times faster "
-        "(default: torch's choice, one per core)",
-    )
+    add_threads_option(p)
     noise = p.add_mutually_exclusive_group()
     noise.add_argument("-q", "--quiet", action="store_true", help="print warnings and errors only, no progress bar")
     noise.add_argument("-v", "--verbose", action="store_true", help="print debugging messages too")

@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import regdecoder as rd  # noqa: E402
+from regdecoder._settings import add_threads_option  # noqa: E402
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -66,14 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--device", default="auto", metavar="D", help="torch device: auto, cpu, cuda, cuda:N (default: %(default)s)"
     )
-    parser.add_argument(
-        "--n-threads",
-        metavar="N",
-        type=int,
-        default=None,
-        help="CPU threads for torch; on a small or shared machine 1 can be several times faster "
-        "(default: torch's choice, one per core)",
-    )
+    add_threads_option(parser)
     return parser
 
 
