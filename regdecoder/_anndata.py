@@ -773,6 +773,12 @@ def write(
     adata.uns[key] = uns
 
 
+def write_uns(adata: AnnData, key: str, **fields) -> None:
+    """A tool's record that is not a fit's (e.g. :func:`regdecoder.tl.rank_activities`' table and
+    parameters): ``uns[key]``, replaced whole, each field made writable to h5ad."""
+    adata.uns[key] = {name: _uns_value(value) for name, value in fields.items()}
+
+
 def read_results(adata: AnnData, key: str) -> dict:
     """Everything the record holds under ``key``, as the keyword arguments of :func:`write`
     (to write the same results into another AnnData with the same cells, e.g. from the worker

@@ -101,7 +101,7 @@ def rank_activities(
     _anndata.check_key_name(key_added)
     out = rank_table(adata, groupby, key=key, groups=groups, reference=reference, method=method)
     params = {"groupby": groupby, "key": key, "reference": reference, "method": method}
-    adata.uns[key_added] = {"params": {**params, "corr_method": "benjamini-hochberg"}, "results": out.copy()}
+    _anndata.write_uns(adata, key_added, params={**params, "corr_method": "benjamini-hochberg"}, results=out.copy())
     logger.info("ranked %d TFs in %d group(s) of obs[%r]: added uns[%r]", out["name"].nunique(),
                 out["group"].nunique(), groupby, key_added)  # fmt: skip
     return out
