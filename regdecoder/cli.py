@@ -154,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="prior network, a TSV or CSV file with columns source (TF), target (gene) and optionally "
         "weight (negative: repression), e.g. CollecTRI",
     )
+    fit.add_argument(
+        "--sep",
+        metavar="SEP",
+        default=None,
+        help="column separator of NET (default: a tab for .tsv, .tab and .txt files, a comma otherwise)",
+    )
     fit.add_argument("--out", metavar="OUT.h5ad", required=True, help="where to write the AnnData with the results")
     fit.add_argument("--model", metavar="MODEL.pt", default=None, help="also save the fitted model to this file")
     _add_input_options(fit)
@@ -215,9 +221,9 @@ def _read_h5ad(path: str):
         raise UserError(msg) from err
 
 
-def _read_net(path: str):
+def _read_net(path: str, sep: str | None = None):
     try:
-        return datasets.read_net(path)
+        return datasets.read_net(path, sep=sep)
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         msg = f"Could not read {path!r} as a TSV or CSV network table ({err})."
         raise UserError(msg) from err
@@ -252,7 +258,7 @@ def _fit(args) -> None:
     clock = Stages()
     adata = _read_h5ad(args.input)
     clock.done("read %s (%d cells x %d genes)", args.input, adata.n_obs, adata.n_vars)
-    net = _read_net(args.net)
+    net = _read_net(args.net, args.sep)
     clock.done("read the network %s (%d edges)", args.net, len(net))
     kwargs = _expression(adata, args)
     t0 = time.perf_counter()

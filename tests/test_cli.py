@@ -211,6 +211,15 @@ def test_bad_net_exits_1(files, tmp_path, capsys):
     user_error(capsys, "source", "target")
 
 
+def test_a_net_with_another_separator_names_sep(files, tmp_path, capsys):
+    net = rd.datasets.read_net(files / "net.tsv")
+    net.to_csv(tmp_path / "net.tsv", sep=";", index=False)  # a .tsv read with tabs: one column
+    assert main("fit", files / "in.h5ad", "--net", tmp_path / "net.tsv", "--out", tmp_path / "o.h5ad", "-q") == 1
+    line = user_error(capsys, "`--sep`", "source")
+    assert "sep=" not in line
+    assert fit(files, tmp_path / "o.h5ad", "--net", tmp_path / "net.tsv", "--sep", ";") == 0
+
+
 def test_genes_mismatch_exits_1(files, tmp_path, capsys):
     model = tmp_path / "model.pt"
     assert fit(files, tmp_path / "fit.h5ad", "--model", model) == 0
