@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -486,8 +486,10 @@ def library_sizes(adata: AnnData, source: ExpressionSource, library_size: str | 
 #: by name, with the suffix of its key, ``obsm[key + suffix]``. Nothing else names these keys.
 #:
 #: ``activity``: the activities (``uns[key]['statistic']`` says which statistic); ``z``: the
-#: decoder's latents; ``z_se``: their standard errors; ``pvals``: two-sided p-values of the activity.
-TABLES = {"activity": "", "z": "_z", "z_se": "_z_se", "pvals": "_pvals"}
+#: decoder's latents; ``z_se``: their standard errors; ``pvals``: two-sided p-values of the activity;
+#: ``padj``: those adjusted by Benjamini-Hochberg within each cell, over its latents (decoupler's
+#: convention for its per-cell ``padj_<method>``).
+TABLES = {"activity": "", "z": "_z", "z_se": "_z_se", "pvals": "_pvals", "padj": "_padj"}
 
 #: ``varm[key + WEIGHTS]``: the learned weights (genes x latents) when the model's genes are
 #: ``var_names``; otherwise (e.g. a fit on ``adata.raw``'s genes) a tidy table ``source``,
@@ -644,6 +646,13 @@ def check_writable(adata: AnnData) -> None:
         adata._init_as_actual(adata.copy())  # anndata's own step when a view is written to (scanpy's view_to_actual)
 
 
+def result_tables(adata: AnnData) -> set[str]:
+    """The ``obsm`` keys of every record's tables in ``adata`` (every ``uns[key]`` that
+    :func:`write` wrote: it has ``latent_names``)."""
+    keys = [k for k, v in adata.uns.items() if isinstance(v, Mapping) and "latent_names" in v]
+    return {table_key(k, n) for k in keys for n in TABLES} & set(adata.obsm.keys())
+
+
 def check_key_name(key) -> str:
     """``key_added`` must be a non-empty string (checked before training, not when writing)."""
     if not isinstance(key, str) or not key:
@@ -762,6 +771,12 @@ def write(
     elif key + WEIGHTS in adata.varm:
         del adata.varm[key + WEIGHTS]
     adata.uns[key] = uns
+
+
+def write_uns(adata: AnnData, key: str, **fields) -> None:
+    """A tool's record that is not a fit's (e.g. :func:`regdecoder.tl.rank_activities`' table and
+    parameters): ``uns[key]``, replaced whole, each field made writable to h5ad."""
+    adata.uns[key] = {name: _uns_value(value) for name, value in fields.items()}
 
 
 def read_results(adata: AnnData, key: str) -> dict:

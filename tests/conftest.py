@@ -3,10 +3,23 @@ import matplotlib
 matplotlib.use("Agg")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 import regdecoder as rd  # noqa: E402
 
 rd.settings.progress = False  # no progress bars in the test log
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Every test leaves torch's thread count (and rd.settings' choice) as it found it. The benchmark scripts the tests
+    run set it (sparse_linear.py to 2), and every later test then ran with 2 threads: on a
+    busy 2-core machine 10-30x slower (a 3 s test took 84 s in the whole suite)."""
+    n, pinned = torch.get_num_threads(), rd.settings._threads
+    yield
+    rd.settings._threads = pinned
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")

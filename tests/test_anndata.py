@@ -132,7 +132,7 @@ def _variants(train, test):
     }
 
 
-@pytest.mark.parametrize("fmt", ["h5ad", "zarr"])
+@pytest.mark.parametrize("fmt", ["h5ad", pytest.param("zarr", marks=pytest.mark.slow)])  # zarr: ~15 s
 def test_fitted_and_inferred_anndata_round_trip(fitted, tmp_path, fmt):
     model, train, test = fitted
     for name, obj in _variants(train, test).items():

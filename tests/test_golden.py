@@ -3,7 +3,7 @@
 `tests/golden/make_golden.py` wrote `golden.npz` with the code as it was; every path must
 still give the same latents (training and held-out cells) and weights, at the tolerances
 of the streamed-vs-in-memory equivalence tests (latents within 1e-3 of their largest
-magnitude, weights within 1e-3). Files saved by version 0.1.0 must still load.
+magnitude, and so are the weights). Files saved by version 0.1.0 must still load.
 """
 
 from __future__ import annotations
@@ -35,23 +35,21 @@ def _v010_latent_objective(monkeypatch):
     monkeypatch.setattr(rd.train._score, "EXACT_RIDGE", 1e-6)
 
 
-#: Paths trained by the gradient engine (Adam), whose epochs amplify rounding differences of their
-#: start: when the ALS weight step moved from LU to Cholesky factors (issue 17: the batched LU
-#: crashed on PBMC 3k), one soft_mask training latent of 780 moved by 2.0e-3 of the largest and
-#: gradient_fast's largest weight (3.11) by 1.03e-3. Compared within 3e-3 of the largest magnitude.
-_AMPLIFIED = {"gradient_fast", "gradient_paper", "soft_mask"}
+#: A path trained by the gradient engine (Adam) from 10 ALS epochs, whose epochs amplify rounding
+#: differences of that start: when the ALS weight step moved from LU to Cholesky factors (issue 17:
+#: the batched LU crashed on PBMC 3k), one soft_mask training latent of 780 moved by 2.0e-3 of the
+#: largest (its held-out latents by 5.7e-5, its weights by 2.2e-4). Compared within 3e-3 of it.
+_AMPLIFIED = {"soft_mask": 3e-3}
 
 
 def _check(name, got: dict) -> None:
     for k, v in got.items():
         ref = TRAIN.get(k, REF[k])
         assert v.shape == ref.shape, k
-        if name in _AMPLIFIED:
-            np.testing.assert_allclose(v, ref, atol=3e-3 * np.abs(ref).max(), err_msg=k)
-        elif k.endswith("/weights"):
-            np.testing.assert_allclose(v, ref, atol=1e-3, err_msg=k)
-        else:
-            np.testing.assert_allclose(v, ref, atol=1e-3 * np.abs(ref).max(), err_msg=k)
+        # weights, like latents, within 1e-3 of their largest magnitude: a fixed 1e-3 was tighter than
+        # float32 rounding accumulated over a 200-epoch Adam run (gradient_fast: one weight of 3.11 off
+        # by 0.00103 on another install of the same torch, 3.3e-4 relative)
+        np.testing.assert_allclose(v, ref, atol=_AMPLIFIED.get(name, 1e-3) * np.abs(ref).max(), err_msg=k)
 
 
 def _paths():

@@ -5,13 +5,20 @@ import pandas as pd
 from anndata import AnnData
 from scipy import stats
 
-from .._anndata import TABLES, read_table, read_weights
+from .._anndata import TABLES, read_table, read_weights, result_tables
 
 
 def activities(adata: AnnData, key: str = "regdecoder", *, statistic: str = "activity") -> AnnData:
-    """Activities (or their uncertainty) as a new AnnData (cells x TFs), ``adata.obs`` copied.
+    """Activities (or their uncertainty) as a new AnnData (cells x TFs) that scanpy plots as it is.
 
-    Ready for ``sc.pl.matrixplot``, ``sc.tl.rank_genes_groups`` or a UMAP on activities.
+    Like decoupler's ``dc.pp.get_obsm``: the cells keep their ``obs``, their embeddings
+    in ``obsm`` (``X_umap``, ``X_pca``...) and the colours of their ``obs`` columns in
+    ``uns`` (``bulk_labels_colors``...), so ``sc.pl.umap(acts, color='SPI1')`` and
+    ``sc.pl.matrixplot(acts, acts.var_names, groupby='bulk_labels')`` work on it. Left
+    out: regdecoder's own cells x TFs tables (they are ``X`` here, or other statistics
+    of it), everything else in ``uns`` and ``obsp`` (the neighbour graph of the genes,
+    not of the activities). Everything is copied: changing the result leaves ``adata``
+    as it was.
 
     Parameters
     ----------
@@ -21,10 +28,16 @@ def activities(adata: AnnData, key: str = "regdecoder", *, statistic: str = "act
         Where they wrote their results.
     statistic
         ``'activity'``: ``obsm[key]`` (with a network: each TF's marginal t-value);
-        ``'pvals'``: its two-sided p-values; ``'z'``: the decoder's latents;
+        ``'pvals'``: its two-sided p-values; ``'padj'``: those p-values adjusted by
+        Benjamini-Hochberg over the TFs of each cell; ``'z'``: the decoder's latents;
         ``'z_se'``: their standard errors (curvature of the censored loss at the
         solution); ``'z_t'``: ``z / z_se``; ``'z_pvals'``: two-sided normal p-values of
         ``z_t`` (as decoupler's mlm reports for its coefficients).
+
+    Returns
+    -------
+    AnnData with ``X`` the chosen statistic (cells x TFs, float32), ``var_names`` the
+    TF names, ``obs``, ``obsm`` and the ``*_colors`` entries of ``uns`` as described.
 
     Raises
     ------
@@ -41,10 +54,17 @@ def activities(adata: AnnData, key: str = "regdecoder", *, statistic: str = "act
     else:
         msg = f"`statistic` must be one of {[*TABLES, 'z_t', 'z_pvals']}, got {statistic!r}."
         raise ValueError(msg)
+    results = result_tables(adata)
     return AnnData(
         X=z.to_numpy(dtype=np.float32, copy=True),
         obs=adata.obs.copy(),
         var=pd.DataFrame(index=pd.Index(z.columns)),
+        obsm={k: v.copy() for k, v in adata.obsm.items() if k not in results},  # of a view too: real copies
+        uns={
+            k: np.array(adata.uns[k], dtype=object)
+            for k in (f"{c}_colors" for c in adata.obs.columns)
+            if k in adata.uns
+        },
     )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 import warnings
 from collections.abc import Sequence
 from copy import deepcopy
@@ -18,7 +17,7 @@ from anndata import AnnData
 from scipy.stats import norm as stats_norm
 
 from .. import _anndata
-from .._settings import settings
+from .._settings import Stages, settings
 from ..metrics._load import decoder_load
 from ..nn import COUNT_LIKELIHOODS, Decoder, DecoderConfig, likelihood_output
 from ..pp._net import PriorNet, prepare_net
@@ -28,6 +27,7 @@ from ..train._fit import seeded_module, size_factor_reference
 from ..train._score import EXACT_MAX_ITER, exact_latents, marginal_t
 from ..train._source import gather_rows, world
 from ._model import Model
+from ._rank import adjust_pvalues
 
 logger = logging.getLogger("regdecoder")
 
@@ -265,8 +265,10 @@ def fit_decoder(
 ) -> Model:
     """Train a decoder and every cell's latent vector, with no encoder.
 
-    Each cell's latent ``z`` is a free parameter learned jointly with the decoder
-    (Dalmasso et al., decoder-only training). With a prior ``net`` the decoder is one
+    Each cell's latent ``z`` is a free parameter learned jointly with the decoder, the
+    decoder-only training of Schuster & Krogh, "A Manifold Learning Perspective on
+    Representation Learning: Learning Decoder and Representations without an Encoder",
+    Entropy 23 (2021) 1403. With a prior ``net`` the decoder is one
     :class:`~regdecoder.nn.SparseLinear` layer masked by the network,
     ``x = ReLU(W z + b)`` (the paper's eq. 6), and ``z`` holds TF activities. Without
     ``net``, a dense one-layer decoder (or an MLP with ``hidden``) with ``n_latent``
@@ -374,8 +376,10 @@ def fit_decoder(
         standard errors from the curvature of the censored loss at the solution
         (``sqrt(sigma^2 [W_A' W_A]^-1_jj)``, ``A`` the genes not censored, ``sigma^2`` the
         residual variance; NaN where not identified).
-    ``obsm[key_added + '_pvals']``
-        Two-sided p-values of the t-values (``G - 2`` degrees of freedom).
+    ``obsm[key_added + '_pvals']``, ``obsm[key_added + '_padj']``
+        Two-sided p-values of the t-values (``G - 2`` degrees of freedom), and the same
+        adjusted by Benjamini-Hochberg over the TFs of each cell (decoupler's convention
+        for its per-cell ``padj_<method>``; NaN stays NaN).
     ``varm[key_added + '_weights']``
         Learned weights, genes x latents (one-layer decoders), when the model's genes are
         ``var_names``; else (``use_raw=True`` with other genes in ``raw``) the tidy table
@@ -403,9 +407,10 @@ def fit_decoder(
         (the ReLU model) or non-integers (count likelihoods); a network that matches no
         gene or leaves no TF with ``tmin`` targets; duplicate genes or edges.
     """
-    t0 = time.perf_counter()
+    clock = Stages()
+    settings.apply_threads()
     _anndata.check_key_name(key_added)
-    _, _, var_names = _anndata.matrix(adata, layer, use_raw)
+    _, where, var_names = _anndata.matrix(adata, layer, use_raw)
     _anndata.check_writable(adata)
     spec = _spec(
         list(map(str, var_names)), adata.n_obs, net=net, n_latent=n_latent, hidden=hidden, bias=bias, tmin=tmin,
@@ -419,15 +424,23 @@ def fit_decoder(
     if gene_likelihood == "mse":
         _anndata.warn_if_counts(source)
     data = source if stream else source.dense(dev)
+    clock.done(
+        "read %d cells x %d genes from %s (%s)",
+        adata.n_obs,
+        len(var_names),
+        where,
+        "in chunks" if stream else "at once",
+    )
     sf, library_ref = _size_factors(adata, source, data, library_size, cfg, dev)
     prior_sign = spec.prior_sign(dev)
     names = (list(map(str, var_names)), spec.latent_names)
-    logger.info("fitting %r decoder on %d cells with %s on %s", cfg, adata.n_obs, rec.solver, dev)
+    logger.info("fitting a decoder with %d latents on %d cells: %s on %s", cfg.n_latent, adata.n_obs, rec.solver, dev)
     decoder, z, history = fit(
         spec.decoder(seed, dev), data, rec, prior_sign=prior_sign, size_factors=sf, soft_mask=spec.soft_mask,
         fixed_weights=spec.fixed_weights, seed=seed, progress=settings.progress,
         callback=_callback(rec.callback, prior_sign, names),
     )  # fmt: skip
+    clock.done("%s fit, %d epochs", rec.solver, len(history["loss"]))
     _warn_unconverged(rec, history)
     model, z, stats = _finish(decoder, z, history, data, prior_sign, names, library_ref, source.n_total, stream)
     params = spec.params(
@@ -439,9 +452,7 @@ def fit_decoder(
         history=_history(history), load=decoder_load(decoder, adata.n_obs), orientation=model.orientation,
         **spec.net_fields(),
     )  # fmt: skip
-    logger.info(
-        "finished fit_decoder in %.1fs: added obsm[%r], uns[%r]", time.perf_counter() - t0, key_added, key_added
-    )
+    logger.info("finished fit_decoder in %.1f s: added obsm[%r], uns[%r]", clock.total, key_added, key_added)
     return model
 
 
@@ -505,8 +516,12 @@ def _statistics(model: Model, data, *, max_iter: int | None = None, tol: float |
     if not (dec.one_layer and dec.config.masked and model.likelihood == "mse" and model.gene_mean is not None):
         return {}
     w, b = dec.get_weight(), dec.get_bias()
+    clock = Stages()
+    logger.info("solving the exact latents and their standard errors of every cell, the decoder frozen ...")
     z, se, steps = exact_latents(data, w, b, relu=dec.config.output == "relu", max_iter=max_iter, tol=tol)
+    clock.done("exact latents and standard errors of %d cells (at most %d Newton steps)", z.shape[0], int(steps))
     t, p = marginal_t(data, w, model.gene_mean)
+    clock.done("marginal t-values and p-values of %d TFs", t.shape[1])
     none = np.isnan(t).all(1) if t.shape[1] else np.zeros(t.shape[0], dtype=bool)
     empty = int(none.sum())
     if empty:  # no expression identifies no latent: no standard errors (z_t, z_pvals NaN too)
@@ -527,14 +542,18 @@ ACTIVITY = "t"
 
 def _report(z, stats: dict) -> tuple[dict, str]:
     """The tables of the results record a fit or an inference writes, and the statistic
-    ``obsm[key]`` holds (:data:`ACTIVITY`; the latents for decoders without statistics)."""
+    ``obsm[key]`` holds (:data:`ACTIVITY`; the latents for decoders without statistics). The
+    p-values come with their Benjamini-Hochberg adjustment within each cell, over its TFs
+    (decoupler's convention for its per-cell ``padj_<method>``)."""
     if not stats:
         return {"activity": z}, "z"
     tables = {"z": z, "z_se": stats["z_se"]}
     if ACTIVITY == "t":
-        return {**tables, "activity": stats["t"], "pvals": stats["pvals"]}, "t"
-    z_t = np.asarray(z) / np.asarray(stats["z_se"])
-    return {**tables, "activity": z, "pvals": 2 * stats_norm.sf(np.abs(z_t))}, "z"
+        tables, statistic = {**tables, "activity": stats["t"], "pvals": stats["pvals"]}, "t"
+    else:
+        z_t = np.asarray(z) / np.asarray(stats["z_se"])
+        tables, statistic = {**tables, "activity": z, "pvals": 2 * stats_norm.sf(np.abs(z_t))}, "z"
+    return {**tables, "padj": adjust_pvalues(tables["pvals"], axis=1)}, statistic
 
 
 def _write(adata, key: str, model: Model, z, stats: dict, params: dict, **fields) -> None:
@@ -624,7 +643,7 @@ def infer(
     -------
     ``None``, or a copy when ``copy=True``. Writes ``obsm[key_added]`` (cells x
     latents, float32 DataFrame: the activities, as fit_decoder writes them), for masked
-    decoders also ``obsm[key_added + '_z']``, ``'_z_se'`` and ``'_pvals'`` (see
+    decoders also ``obsm[key_added + '_z']``, ``'_z_se'``, ``'_pvals'`` and ``'_padj'`` (see
     :func:`fit_decoder`), and ``uns[key_added]`` (``latent_names``, ``params``,
     ``n_iter``, ``statistic``).
 
@@ -640,7 +659,8 @@ def infer(
     if not isinstance(model, Model):
         msg = f"`model` must be a regdecoder Model (from rd.tl.fit_decoder or Model.load), got {type(model).__name__}."
         raise TypeError(msg)
-    t0 = time.perf_counter()
+    clock = Stages()
+    settings.apply_threads()
     _anndata.check_free(adata, _anndata.check_key_name(key_added), by="rd.tl.infer")
     _anndata.check_writable(adata)
     count = model.likelihood != "mse"
@@ -658,6 +678,7 @@ def infer(
             _anndata.library_sizes(adata, source, library_size) / model.library_ref, dtype=torch.float32
         )
     data = source if stream else source.dense(model.device)
+    clock.done("read %d cells x %d genes (%s)", adata.n_obs, len(model.var_names), "in chunks" if stream else "at once")
     stats = _statistics(model, data, max_iter=max_iter, tol=tol) if method in ("auto", "als") else {}
     if stats:  # exact censored least squares (active-set Newton), standard errors, marginal t
         z, n_iter = stats.pop("z"), stats.pop("steps")
@@ -676,5 +697,5 @@ def infer(
         )
     params = {"layer": layer, "use_raw": use_raw, "method": method, "max_iter": max_iter, "tol": tol}
     _write(adata, key_added, model, z, stats, params, n_iter=int(n_iter))
-    logger.info("finished infer in %.2fs (%d iterations): added obsm[%r]", time.perf_counter() - t0, n_iter, key_added)
+    logger.info("finished infer in %.1f s (%d iterations): added obsm[%r]", clock.total, n_iter, key_added)
     return adata if copy else None

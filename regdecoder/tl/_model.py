@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._version import __version__
 from ..nn import Decoder, DecoderConfig, Encoder, EncoderConfig
 from ..train import infer, resolve_device
 
@@ -195,12 +196,6 @@ class Model:
 
     def to_dict(self) -> dict:
         """The saved form: tensors, numbers and strings only (readable with ``weights_only=True``)."""
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            ver = version("regdecoder")
-        except PackageNotFoundError:
-            ver = "0.0.0+unknown"
         enc = None
         if self.encoder is not None:
             enc = {
@@ -209,7 +204,7 @@ class Model:
             }
         return {
             "format": _FORMAT,
-            "version": ver,
+            "version": __version__,
             "config": self.config.to_dict(),
             "state_dict": {k: v.detach().cpu() for k, v in self.decoder.state_dict().items()},
             "var_names": self.var_names,

@@ -183,6 +183,7 @@ def test_marginal_t_is_decoupler_ulm_on_the_same_weights(grn):
     np.testing.assert_allclose(t5, es5[model.latent_names].to_numpy(), rtol=2e-3, atol=2e-4)
 
 
+@pytest.mark.slow  # scanpy's neighbours compile numba code: ~15 s of the quick subset
 def test_activities_work_as_use_rep_in_scanpy(grn):
     import scanpy as sc
 
