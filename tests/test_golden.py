@@ -32,7 +32,7 @@ def _v010_latent_objective(monkeypatch):
     """0.1.0's latents minimise the censored loss without a ridge: pin the exact latents' ridge back
     to the solver's 1e-6 (as recipe='v010' pins the ALS), so the paths compare on one objective. The
     ridge of 0.2's statistic (EXACT_RIDGE) is tested against its closed form in tests/tl and tests/train."""
-    monkeypatch.setattr(rd.train._score, "EXACT_RIDGE", 1e-6)
+    monkeypatch.setattr(rd.train._latents, "EXACT_RIDGE", 1e-6)
 
 
 def _check(name, got: dict) -> None:

@@ -8,6 +8,8 @@ from scipy import stats
 from .._anndata import check_key, latents
 
 _STATISTICS = {"activity": "", "pvals": "_pvals", "z": "_z", "z_se": "_z_se"}
+#: The standard errors are computed only when asked: the call that writes them.
+_SE_HINT = "rd.tl.fit_decoder(..., standard_errors=True)` or `rd.tl.infer(..., standard_errors=True)"
 
 
 def activities(adata: AnnData, key: str = "regdecoder", *, statistic: str = "activity") -> AnnData:
@@ -25,8 +27,9 @@ def activities(adata: AnnData, key: str = "regdecoder", *, statistic: str = "act
         ``'activity'``: ``obsm[key]`` (with a network: each TF's marginal t-value);
         ``'pvals'``: its two-sided p-values; ``'z'``: the decoder's latents;
         ``'z_se'``: their standard errors (curvature of the censored loss at the
-        solution); ``'z_t'``: ``z / z_se``; ``'z_pvals'``: two-sided normal p-values of
-        ``z_t`` (as decoupler's mlm reports for its coefficients).
+        solution; written only by fits and inferences asked for them with
+        ``standard_errors=True``); ``'z_t'``: ``z / z_se``; ``'z_pvals'``: two-sided normal
+        p-values of ``z_t`` (as decoupler's mlm reports for its coefficients).
 
     Raises
     ------
@@ -36,10 +39,10 @@ def activities(adata: AnnData, key: str = "regdecoder", *, statistic: str = "act
         An unknown ``statistic``, or an array without TF names.
     """
     if statistic in ("z_t", "z_pvals"):
-        zt = latents(adata, key + "_z") / latents(adata, key + "_z_se")
+        zt = latents(adata, key + "_z") / latents(adata, key + "_z_se", hint=_SE_HINT)
         z = zt if statistic == "z_t" else pd.DataFrame(2 * stats.norm.sf(np.abs(zt)), zt.index, zt.columns)
     elif statistic in _STATISTICS:
-        z = latents(adata, key + _STATISTICS[statistic])
+        z = latents(adata, key + _STATISTICS[statistic], hint=_SE_HINT if statistic == "z_se" else "rd.tl.fit_decoder")
     else:
         msg = f"`statistic` must be one of {[*_STATISTICS, 'z_t', 'z_pvals']}, got {statistic!r}."
         raise ValueError(msg)

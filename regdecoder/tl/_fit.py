@@ -19,10 +19,11 @@ from .._settings import settings
 from ..metrics._load import decoder_load
 from ..nn import COUNT_LIKELIHOODS, LIKELIHOODS, Decoder, DecoderConfig
 from ..pp._net import PriorNet, prepare_net
-from ..train import INFER_ALS, INFER_GRADIENT, fit, orient_decoder, resolve_device, resolve_recipe
+from ..train import INFER_ALS, INFER_GRADIENT, fit, orient_decoder, resolve_device, resolve_recipe, solve_latents
 from ..train import infer as infer_latents
 from ..train._fit import seeded_module, size_factor_reference
-from ..train._score import EXACT_MAX_ITER, exact_latents, marginal_t
+from ..train._latents import latent_standard_errors
+from ..train._score import marginal_t
 from ..train._source import gather_rows, world
 from ._model import Model
 
@@ -290,12 +291,14 @@ def fit_decoder(
         mean of each gene) regressed on the TF's learned regulon, on a common unitless scale
         (about N(0, 1) where the TF is inactive; :mod:`regdecoder.train._score`). Without a
         ``net``, or with a count likelihood: the latents.
-    ``obsm[key_added + '_z']``, ``obsm[key_added + '_z_se']``
+    ``obsm[key_added + '_z']``
         With a ``net``: the decoder's latents (its representation: ``x ~ ReLU(W z + b)``),
-        solved exactly for the final weights as :func:`infer` solves new cells, and their
-        standard errors from the curvature of the censored loss at the solution
-        (``sqrt(sigma^2 [W_A' W_A]^-1_jj)``, ``A`` the genes not censored, ``sigma^2`` the
-        residual variance; NaN where not identified).
+        solved for the final weights as :func:`infer` solves new cells (the minimiser of the
+        censored loss plus a small ridge, by :func:`regdecoder.train.solve_latents`, to a
+        relative KKT residual of 1e-3). Their standard errors cost one ``k x k`` inverse per
+        cell and are computed only when asked: ``rd.tl.infer(adata, model,
+        standard_errors=True, key_added=...)`` solves the same cells to the same latents and
+        adds them.
     ``obsm[key_added + '_pvals']``
         Two-sided p-values of the t-values (``G - 1`` degrees of freedom).
     ``varm[key_added + '_weights']``
@@ -376,15 +379,17 @@ def _finish(decoder, z, history, data, prior_sign, names, library_ref, n_total, 
     """Orient the fitted decoder, wrap it in a Model and solve the training cells' latents and
     statistics as :func:`infer` solves new cells (gathered over processes when sharded)."""
     gene_mean = history.pop("gene_mean", None)
+    detected = history.pop("gene_detected", None)
     z, orientation = orient_decoder(decoder, z, prior_sign)
     decoder.eval()
     model = Model(decoder, var_names=names[0], latent_names=names[1], orientation=orientation, history=history,
                   library_ref=library_ref, n_obs=n_total,
-                  gene_mean=None if gene_mean is None else gene_mean.cpu())  # fmt: skip
+                  gene_mean=None if gene_mean is None else gene_mean.cpu(),
+                  gene_detected=None if detected is None else detected.cpu())  # fmt: skip
     stats = _statistics(model, data)  # from the same start as infer: the same latents for the same cells
     z = stats.pop("z") if stats else z.cpu()
     stats.pop("steps", None)
-    stats = {k: gather_rows(torch.as_tensor(v), n_total) if stream else v for k, v in stats.items()}
+    stats = {k: gather_rows(torch.as_tensor(v), n_total) if stream and v is not None else v for k, v in stats.items()}
     z = gather_rows(torch.as_tensor(z), n_total) if stream else torch.as_tensor(z)
     model.z_mean = z.mean(0)
     return model, z, stats
@@ -399,20 +404,43 @@ def _warn_unconverged(rec, history: dict) -> None:
         )  # fmt: skip
 
 
-def _statistics(model: Model, data, *, max_iter: int | None = None, tol: float | None = None) -> dict:
-    """What a masked squared-error decoder reports per cell (one-layer, ReLU, with a net):
-    exact latents and their standard errors, and the marginal t of each TF with its p-value.
-    Empty for other decoders (their latents are the activities)."""
+def _check_standard_errors(standard_errors) -> None:
+    if not isinstance(standard_errors, (bool, np.bool_)):
+        msg = f"`standard_errors` must be True or False, got {standard_errors!r}."
+        raise TypeError(msg)
+
+
+def _statistics(
+    model: Model, data, *, max_iter: int | None = None, tol: float | None = None, standard_errors: bool = False
+) -> dict:
+    """What a masked squared-error decoder reports per cell (one-layer, ReLU, with a net): the
+    latents (and their standard errors when asked), and the marginal t of each TF with its
+    p-value. Empty for other decoders (their latents are the activities)."""
     dec = model.decoder
     if not (dec.one_layer and dec.config.masked and model.likelihood == "mse" and model.gene_mean is not None):
         return {}
     w, b = dec.get_weight(), dec.get_bias()
-    z, se, steps = exact_latents(data, w, b, relu=dec.config.output == "relu", max_iter=max_iter, tol=tol)
+    relu = dec.config.output == "relu"
+    z, info = solve_latents(
+        data, w, b, relu=relu, max_iter=INFER_ALS["max_iter"] if max_iter is None else max_iter,
+        tol=INFER_ALS["tol"] if tol is None else tol, detected=model.gene_detected, progress=settings.progress,
+    )  # fmt: skip
+    steps = int(info["n_iter"].max()) if len(info["n_iter"]) else 0
+    logger.info(
+        "solved the latents of %d cells in %.1fs (%d steps at most; %d cell(s) finished by the exact Newton method)",
+        len(z), info["seconds"], steps, int((~info["converged"]).sum()),
+    )  # fmt: skip
+    se = None
+    if standard_errors:
+        t0 = time.perf_counter()
+        se = latent_standard_errors(data, w, b, z, relu=relu, progress=settings.progress)
+        logger.info("computed the latents' standard errors of %d cells in %.1fs", len(z), time.perf_counter() - t0)
     t, p = marginal_t(data, w, model.gene_mean)
     none = np.isnan(t).all(1) if t.shape[1] else np.zeros(t.shape[0], dtype=bool)
     empty = int(none.sum())
-    if empty:  # no expression identifies no latent: no standard errors (z_t, z_pvals NaN too)
+    if empty and se is not None:  # no expression identifies no latent: no standard errors (z_t, z_pvals NaN too)
         se[torch.from_numpy(none)] = float("nan")
+    if empty:
         logger.warning(
             "%d cell(s) have no expression at all: their activities and the standard errors of their latents are NaN (an empty cell says nothing about "
             "its TFs). Remove empty cells first, e.g. `sc.pp.filter_cells(adata, min_genes=1)`.",
@@ -425,7 +453,9 @@ def _write_activities(adata, key: str, model: Model, z, stats: dict, params: dic
     """obsm[key] is the marginal t when the decoder reports it (else the latents), beside the
     latents, their standard errors and the p-values; uns[key]['statistic'] says which."""
     if stats:
-        obsm = {key + "_z": z, key + "_z_se": stats["z_se"], key + "_pvals": stats["pvals"]}
+        obsm = {key + "_z": z, key + "_pvals": stats["pvals"]}
+        if stats.get("z_se") is not None:
+            obsm[key + "_z_se"] = stats["z_se"]
         main, statistic = stats["t"], "t"
     else:
         obsm, main, statistic = {}, z, "z"
@@ -468,26 +498,25 @@ def infer(
     max_iter: int | None = None,
     tol: float | None = None,
     library_size: str | None = None,
+    standard_errors: bool = False,
     key_added: str = "regdecoder",
     copy: bool = False,
 ) -> AnnData | None:
     """Latents (TF activities) of new cells with the decoder frozen.
 
-    Every cell is an independent problem, solved all at once. For a decoder masked by a
-    network (the default ``method``), the censored least-squares latents are found
-    exactly by an active-set Newton method (:mod:`regdecoder.train._censored_ls`; ``max_iter``
-    Newton steps per cell, default 200, and ``tol`` the relative decrease of a full step
-    below which a cell stops, default 1e-6), with a small ridge (``1e-3`` times a TF's mean
-    squared weight norm) that makes them unique where the expressed genes leave a latent
-    undetermined, and with their standard errors (NaN where a latent is not identified, and
-    for cells without expression); the activities reported are the marginal
-    t-values of each TF's learned regulon (:mod:`regdecoder.train._score`), exactly as
-    :func:`fit_decoder` reports them for the training cells. Other one-layer decoders:
-    imputation rounds with one factorisation shared by all cells until the relative change
-    of the latents is below ``tol`` (default 1e-5) or ``max_iter`` rounds (default 100).
-    ``method='gradient'`` (the default for MLP decoders) runs full-batch Adam on the
-    latents (defaults: 500 iterations, relative loss change 1e-6). Count models infer
-    with their likelihood (gradient method).
+    Every cell is an independent problem, solved all at once. For one-layer decoders (the
+    default ``method``) the latents minimise the censored least-squares loss plus a small
+    ridge (``1e-3`` times a TF's mean squared weight norm, which makes them unique where the
+    expressed genes leave a latent undetermined), found by the one latent solver,
+    :func:`regdecoder.train.solve_latents` (preconditioned conjugate gradients whose cost per
+    step follows the network's edges; ``tol`` the relative KKT residual at which a cell stops,
+    default 1e-3, and ``max_iter`` its steps at most, default 100, after which a cell is
+    finished by the exact active-set Newton method), exactly as :func:`fit_decoder` solves
+    the training cells. For a decoder masked by a network the activities reported are the
+    marginal t-values of each TF's learned regulon (:mod:`regdecoder.train._score`), as
+    :func:`fit_decoder` reports them. ``method='gradient'`` (the default for MLP decoders)
+    runs full-batch Adam on the latents (defaults: 500 iterations, relative loss change
+    1e-6). Count models infer with their likelihood (gradient method).
 
     Parameters
     ----------
@@ -503,6 +532,9 @@ def infer(
         Iteration cap and convergence tolerance.
     library_size
         Count models: ``obs`` column with library sizes (None: total counts).
+    standard_errors
+        Masked decoders: also the latents' standard errors (``obsm[key_added + '_z_se']``; one
+        ``k x k`` inverse per cell, so only when asked; see :func:`fit_decoder`).
     key_added
         Where results are written. A key that holds a fit's results is refused (the
         fit's history, load and weights would no longer match ``obsm``).
@@ -513,7 +545,7 @@ def infer(
     -------
     ``None``, or a copy when ``copy=True``. Writes ``obsm[key_added]`` (cells x
     latents, float32 DataFrame: the activities, as fit_decoder writes them), for masked
-    decoders also ``obsm[key_added + '_z']``, ``'_z_se'`` and ``'_pvals'`` (see
+    decoders also ``obsm[key_added + '_z']``, ``'_pvals'`` and, when asked, ``'_z_se'`` (see
     :func:`fit_decoder`), and ``uns[key_added]`` (``latent_names``, ``params``,
     ``n_iter``, ``statistic``).
 
@@ -531,6 +563,7 @@ def infer(
         raise TypeError(msg)
     t0 = time.perf_counter()
     _anndata.check_free(adata, _anndata.check_key_name(key_added), by="rd.tl.infer")
+    _check_standard_errors(standard_errors)
     count = model.likelihood != "mse"
     stream = (
         not count
@@ -546,23 +579,30 @@ def infer(
             _anndata.library_sizes(adata, source, library_size) / model.library_ref, dtype=torch.float32
         )
     data = source if stream else source.dense(model.device)
-    stats = _statistics(model, data, max_iter=max_iter, tol=tol) if method in ("auto", "als") else {}
-    if stats:  # exact censored least squares (active-set Newton), standard errors, marginal t
+    stats = (
+        _statistics(model, data, max_iter=max_iter, tol=tol, standard_errors=standard_errors)
+        if method in ("auto", "als")
+        else {}
+    )
+    if stats:  # the latent solver (standard errors when asked), marginal t
         z, n_iter = stats.pop("z"), stats.pop("steps")
-        cap = EXACT_MAX_ITER if max_iter is None else max_iter
     else:
         z, n_iter = infer_latents(
-            model.decoder, data, method=method, max_iter=max_iter, tol=tol, size_factors=sf, z_start=model.z_mean
-        )
-        default = INFER_ALS if model.decoder.one_layer and method != "gradient" and not count else INFER_GRADIENT
-        cap = max_iter if max_iter is not None else default["max_iter"]
-    if tol != 0 and int(n_iter) >= cap:
-        logger.warning(
-            "infer stopped at its cap of %d iterations before the latents converged; raise `max_iter` "
-            "(or loosen `tol`) for exact activities.",
-            cap,
-        )
-    params = {"layer": layer, "use_raw": use_raw, "method": method, "max_iter": max_iter, "tol": tol}
+            model.decoder, data, method=method, max_iter=max_iter, tol=tol, size_factors=sf, z_start=model.z_mean,
+            detected=model.gene_detected, progress=settings.progress,
+        )  # fmt: skip
+        gradient = not model.decoder.one_layer or method == "gradient" or count  # the solver never stops unconverged
+        cap = max_iter if max_iter is not None else INFER_GRADIENT["max_iter"]
+        if gradient and tol != 0 and int(n_iter) >= cap:
+            logger.warning(
+                "infer stopped at its cap of %d iterations before the latents converged; raise `max_iter` "
+                "(or loosen `tol`) for exact activities.",
+                cap,
+            )
+    params = {
+        "layer": layer, "use_raw": use_raw, "method": method, "max_iter": max_iter, "tol": tol,
+        "standard_errors": standard_errors,
+    }  # fmt: skip
     _write_activities(adata, key_added, model, z, stats, params, n_iter=int(n_iter))
     logger.info("finished infer in %.2fs (%d iterations): added obsm[%r]", time.perf_counter() - t0, n_iter, key_added)
     return adata if copy else None

@@ -178,7 +178,9 @@ def test_expression_in_blocks_equals_one_block(monkeypatch):
     np.testing.assert_array_equal(whole.X, blocks.X)
 
 
-@pytest.mark.skipif(not os.environ.get("REGDECODER_COLLECTRI"), reason="set REGDECODER_COLLECTRI to a local CollecTRI TSV")
+@pytest.mark.skipif(
+    not os.environ.get("REGDECODER_COLLECTRI"), reason="set REGDECODER_COLLECTRI to a local CollecTRI TSV"
+)
 def test_grn_on_collectri_has_its_size():
     ad = rd.sim.grn(n_obs=3, net=rd.datasets.collectri(), tmin=5, seed=0)
     p = ad.uns["sim"]["params"]

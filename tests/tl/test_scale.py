@@ -117,6 +117,8 @@ def test_one_progress_bar_and_no_per_chunk_logs(data, capsys, caplog, monkeypatc
     err = capsys.readouterr().err
     assert "cell/s" in err or "cells/s" in err or "s/cell" in err  # throughput shown
     assert err.count("fit_decoder (ALS)") >= 1
+    assert "latents" in err  # the final latents after the ALS bar have a bar of their own
     info = [r for r in caplog.records if r.levelno == logging.INFO]
-    assert {r.getMessage().split()[0] for r in info} <= {"fitting", "finished"}
-    assert len(info) == 2  # one line at the start, one at the end: none per chunk
+    assert [r.getMessage().split()[0] for r in info] == ["fitting", "solved", "finished"]
+    assert " cells in " in info[1].getMessage()  # the final latents' line gives their time
+    # one line at the start, one for the final latents, one at the end: none per chunk
