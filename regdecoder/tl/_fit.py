@@ -427,8 +427,8 @@ def _statistics(
     )  # fmt: skip
     steps = int(info["n_iter"].max()) if len(info["n_iter"]) else 0
     logger.info(
-        "solved the latents of %d cells in %.1fs (%d steps at most; %d cell(s) finished by the exact Newton method)",
-        len(z), info["seconds"], steps, int((~info["converged"]).sum()),
+        "solved the latents of %d cells in %.1fs (conjugate gradients: %d steps at most; exact Newton method: %d "
+        "cell(s))", len(z), info["seconds"], steps, int(info["exact"].sum()),
     )  # fmt: skip
     se = None
     if standard_errors:

@@ -67,7 +67,7 @@ MAX_ITER = 100
 #: the dense product was as fast, at 5% the sparse one 1.1-1.5x faster, at 0.8% (CollecTRI) 3-4x.
 SPARSE_DENSITY = {"cpu": 0.07, "cuda": 0.01}
 _BLOCK = 2**19  # genes x cells values of one block of cells (each of ~8 such temporaries)
-_LINE_STEPS = 8  # semismooth Newton steps of a line search at most (1-2 in practice)
+_LINE_STEPS = 8  # secant steps of a line search at most (1-2 in practice)
 
 
 class Frozen:
@@ -104,7 +104,7 @@ class Frozen:
         self.genes = None if bool(reach.all()) else torch.nonzero(reach).squeeze(1)
         w = weight if self.genes is None else weight[self.genes]
         self.n, self.k = w.shape
-        self.relu, self.dtype, self.device = relu, dt, dev
+        self.relu, self.dtype, self.device, self.ridge = relu, dt, dev, float(ridge)
         b = torch.zeros(self.n, dtype=dt, device=dev) if bias is None else self._rows(bias.detach().to(dt))
         self.b = b.reshape(-1, 1)
         norms = (w * w).sum(0)
@@ -144,6 +144,15 @@ class Frozen:
         vals = vals.to(torch.float64) if d is None else vals.to(torch.float64) * d[rows]
         order = torch.argsort(cols * self.n + rows)
         return torch.sparse.mm(_csr(cols[order], rows[order], vals[order], (self.k, self.n)), w64)
+
+    def dense_weight(self) -> torch.Tensor:
+        """``W`` (reached genes x k), dense."""
+        if not self.sparse:
+            return self.w
+        rows, cols, vals = self.edges
+        dense = torch.zeros(self.n, self.k, dtype=self.dtype, device=self.device)
+        dense[rows, cols] = vals
+        return dense
 
     def _rows(self, v: torch.Tensor) -> torch.Tensor:
         return v if self.genes is None else v[self.genes]
@@ -370,7 +379,8 @@ def solve_latents(
         :data:`TOL`.
     max_iter
         Steps at most per cell (default :data:`MAX_ITER`); cells still above ``tol`` are then
-        finished by the exact active-set Newton method.
+        finished by the exact active-set Newton method, which also solves the cells that observe
+        fewer genes than there are latents (see the module).
     detected
         Per gene (``genes``), the fraction of cells in which it is nonzero, for the
         preconditioner only (the training cells' for a fitted model); None: computed from
@@ -383,9 +393,11 @@ def solve_latents(
     Returns
     -------
     ``(z, info)``: the latents (``cells x k``, the weight's dtype, on ``data``'s device when it
-    is a tensor, else on the CPU) and a dict of per-cell tensors on the CPU: ``n_iter`` (steps),
-    ``converged`` (reached ``tol`` within ``max_iter``; the others were finished exactly),
-    ``loss`` (``F`` over the genes ``z`` reaches, float64), and ``seconds`` (a float).
+    is a tensor, else on the CPU) and a dict of per-cell tensors on the CPU: ``n_iter`` (steps of
+    the gradients), ``exact`` (solved by the exact Newton method: the cells observing fewer genes
+    than there are latents, and those still above ``tol`` after ``max_iter`` steps), ``converged``
+    (reached ``tol``, or the exact method's own stop), ``loss`` (``F`` over the genes ``z``
+    reaches, float64), and ``seconds`` (a float).
     """
     if z is not None or n_iter is not None:
         warnings.warn(
@@ -409,6 +421,7 @@ def solve_latents(
     n_obs = source.n_obs
     z_all = torch.empty(n_obs, op.k, dtype=dt, device=out_device)
     steps = torch.zeros(n_obs, dtype=torch.long)
+    exact = torch.zeros(n_obs, dtype=torch.bool)
     conv = torch.zeros(n_obs, dtype=torch.bool)
     loss = torch.zeros(n_obs, dtype=torch.float64)
     block = max(1, _BLOCK // max(1, op.n))
@@ -417,29 +430,62 @@ def solve_latents(
         for s in range(0, e0 - s0, block):
             e = min(e0 - s0, s + block)
             xb = xc[s:e]
-            start = None if z0 is None else z0[s0 + s : s0 + e].to(dev, dt).T
-            zb, nb, cb, fb = _solve_block(op, op.columns(xb), start, tol, max_iter)
-            zb = zb.T
-            if not bool(cb.all()):
-                zb = _finish_exactly(op, xb, weight, bias, zb, cb, relu, ridge)
+            start = None if z0 is None else z0[s0 + s : s0 + e].to(dev, dt)
+            zb, nb, xb_exact, cb, fb = _solve_cells(op, xb, start, tol, max_iter)
             z_all[s0 + s : s0 + e] = zb.to(out_device)
-            steps[s0 + s : s0 + e], conv[s0 + s : s0 + e], loss[s0 + s : s0 + e] = nb.cpu(), cb.cpu(), fb.cpu()
+            rows = slice(s0 + s, s0 + e)
+            steps[rows], exact[rows], conv[rows], loss[rows] = nb.cpu(), xb_exact.cpu(), cb.cpu(), fb.cpu()
             bar.update(e - s)
     bar.close()
-    info = {"n_iter": steps, "converged": conv, "loss": loss, "seconds": time.perf_counter() - t0}
+    info = {"n_iter": steps, "exact": exact, "converged": conv, "loss": loss, "seconds": time.perf_counter() - t0}
     return z_all, info
 
 
-def _finish_exactly(op, xb, weight, bias, zb, conv, relu, ridge):
-    """The cells that did not reach the tolerance, finished by the exact active-set Newton method."""
-    rows = torch.nonzero(~conv.to(zb.device)).squeeze(1)
-    w = weight.detach() if op.genes is None else weight.detach()[op.genes]
-    b = None if bias is None else bias.detach() if op.genes is None else bias.detach()[op.genes]
-    xr = xb[rows] if op.genes is None else xb[rows].index_select(1, op.genes)
-    zr, _, _ = solve_censored(xr, w, b, z0=zb[rows], ridge=ridge, censor=relu, max_iter=200, tol=1e-9)
-    zb = zb.clone()
-    zb[rows] = zr
-    return zb
+def _solve_cells(op: Frozen, xb: torch.Tensor, z0: torch.Tensor | None, tol: float, max_iter: int):
+    """One block of cells (cells x all genes): the conjugate gradients for the cells that observe at
+    least as many genes as there are latents, the exact active-set Newton method for the others and
+    for the cells still above ``tol`` after ``max_iter`` steps. Returns ``z`` (cells x k), the
+    gradients' steps, which cells the exact method solved, whether each converged, and the objective."""
+    n_cells = xb.shape[0]
+    x = op.columns(xb)  # reached genes x cells
+    observed = (x != 0).sum(0) if op.relu else torch.full((n_cells,), op.n, device=x.device)
+    # Fewer observed genes than latents: the data leave most latent directions to the ridge, the
+    # curvature of the cell is far from any shared preconditioner's, and the gradients crawl there
+    # (on pbmc3k with CollecTRI, ~380 of 4,587 genes for 637 latents: 100 steps left errors of 25%).
+    few = observed < op.k
+    z = torch.zeros(n_cells, op.k, dtype=op.dtype, device=x.device)
+    steps = torch.zeros(n_cells, dtype=torch.long, device=x.device)
+    conv = torch.zeros(n_cells, dtype=torch.bool, device=x.device)
+    f = torch.zeros(n_cells, dtype=torch.float64, device=x.device)
+    cg = torch.nonzero(~few).squeeze(1)
+    if cg.numel():
+        start = None if z0 is None else z0[cg].T
+        zc, steps[cg], conv[cg], f[cg] = _solve_block(op, x.index_select(1, cg), start, tol, max_iter)
+        z[cg] = zc.T
+    exact = ~conv
+    rest = torch.nonzero(exact).squeeze(1)
+    if rest.numel():  # exactly: from the gradients' last point, or from z0, or from the method's own start
+        fresh = few[rest] if z0 is None else torch.zeros_like(few[rest])
+        start = z[rest] if z0 is None else torch.where(few[rest].unsqueeze(1), z0[rest], z[rest])
+        z[rest], f[rest], conv[rest] = _exact(op, x.index_select(1, rest).T.contiguous(), start, fresh)
+    return z, steps, exact, conv, f
+
+
+def _exact(op: Frozen, x: torch.Tensor, start: torch.Tensor, cold: torch.Tensor):
+    """The exact active-set Newton method (:func:`~regdecoder.train._censored_ls.solve_censored`) on
+    cells x reached genes, from ``start`` (``cold`` cells: from the method's own start, least squares
+    over the observed genes). Returns ``z``, the objective and the method's convergence flags."""
+    w, b = op.dense_weight(), op.b.squeeze(1)
+    z = torch.empty_like(start)
+    f = torch.zeros(start.shape[0], dtype=torch.float64, device=start.device)
+    conv = torch.zeros(start.shape[0], dtype=torch.bool, device=start.device)
+    for rows, z0 in ((torch.nonzero(cold).squeeze(1), None), (torch.nonzero(~cold).squeeze(1), start)):
+        if rows.numel():
+            z0 = None if z0 is None else z0[rows]
+            zr, _, info = solve_censored(x[rows], w, b, z0=z0, ridge=op.ridge, censor=op.relu, tol=1e-9, max_iter=200)
+            z[rows], conv[rows] = zr, info["converged"]
+            f[rows] = info["loss"] + op.lam * zr.double().square().sum(1)
+    return z, f, conv
 
 
 def detection_rate(data, device: torch.device | str) -> torch.Tensor:
