@@ -10,7 +10,8 @@ sd 0.2 before the ReLU):
 * ``net1e5``: a random network of 10^5 edges (10,000 genes, 1,000 TFs, density 0.01, weights
   U(-1, 1)), per-gene offsets N(0, 1).
 
-For each setting and size N: N training cells and N new cells from the same network. In one
+For each setting and size N: N training cells (or ``--fit-cells``) and N new cells from the same
+network. In one
 process per setting and size (its peak RSS, ``ru_maxrss``, is reported), with ``--threads``
 threads for torch, BLAS and numba alike:
 
@@ -33,7 +34,7 @@ threads for torch, BLAS and numba alike:
 Writes ``realnet.csv``, ``realnet.json`` and ``realnet.png`` under ``--out``::
 
     python benchmarks/realnet.py --sizes 10000 --settings paper collectri net1e5
-    python benchmarks/realnet.py --sizes 100000 --settings collectri net1e5 --out B
+    python benchmarks/realnet.py --sizes 100000 --fit-cells 10000 --decoupler-cells 20000 --settings collectri net1e5 --out B
     python benchmarks/realnet.py --combine benchmarks/results B     # merge the rows
     python benchmarks/realnet.py --device cuda --threads 16 --decoupler-cells 20000 ...   # on a GPU
 """
@@ -161,7 +162,9 @@ def work(a) -> dict:
     with threadpool_limits(a.threads):
         row["device"] = a.device
         row["matmul_peak_gflops"] = matmul_peak(a.device)
-        train, new = halves(simulate(a.setting, 2 * a.n, 1, a.net), a.n)  # one network, two sets of cells
+        n_fit = a.fit_cells or a.n
+        train, new = halves(simulate(a.setting, n_fit + a.n, 1, a.net), n_fit)  # one network, two sets of cells
+        row["fit_cells"] = n_fit
         true_net = train.uns["sim"]["net"]
         signs = true_net.assign(weight=np.sign(true_net.weight))
         p = train.uns["sim"]["params"]
@@ -293,6 +296,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     p.add_argument("--block", type=int, default=10_000, help="cells per call of decoupler's methods")
     p.add_argument("--decoupler-cells", type=int, default=None, help="run mlm and ulm on the first this many new cells")
     p.add_argument("--device", default="cpu", help="regdecoder's device (decoupler runs on the CPU)")
+    p.add_argument("--fit-cells", type=int, default=None, help="training cells (default: as many as new cells)")
     p.add_argument("--exact-cells", type=int, default=200, help="new cells checked against the exact solution")
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--timeout", type=float, default=6 * 3600)
@@ -316,6 +320,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             args += ["--block", str(a.block), "--exact-cells", str(a.exact_cells), "--device", a.device]
             if a.decoupler_cells:
                 args += ["--decoupler-cells", str(a.decoupler_cells)]
+            if a.fit_cells:
+                args += ["--fit-cells", str(a.fit_cells)]
             if a.net:
                 args += ["--net", a.net]
             row = _sub(args, a.timeout)

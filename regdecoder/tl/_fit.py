@@ -293,12 +293,12 @@ def fit_decoder(
         ``net``, or with a count likelihood: the latents.
     ``obsm[key_added + '_z']``
         With a ``net``: the decoder's latents (its representation: ``x ~ ReLU(W z + b)``),
-        solved for the final weights as :func:`infer` solves new cells (the minimiser of the
+        solved for the final weights by the solver :func:`infer` uses (the minimiser of the
         censored loss plus a small ridge, by :func:`regdecoder.train.solve_latents`, to a
-        relative KKT residual of 1e-3). Their standard errors cost one ``k x k`` inverse per
-        cell and are computed only when asked: ``rd.tl.infer(adata, model,
-        standard_errors=True, key_added=...)`` solves the same cells to the same latents and
-        adds them.
+        relative KKT residual of 1e-3), started at the fit's last latents. Their standard
+        errors cost one ``k x k`` inverse per cell and are computed only when asked:
+        ``rd.tl.infer(adata, model, standard_errors=True, key_added=...)`` solves the same cells
+        to the same latents (to that tolerance) and adds them.
     ``obsm[key_added + '_pvals']``
         Two-sided p-values of the t-values (``G - 1`` degrees of freedom).
     ``varm[key_added + '_weights']``
@@ -386,7 +386,9 @@ def _finish(decoder, z, history, data, prior_sign, names, library_ref, n_total, 
                   library_ref=library_ref, n_obs=n_total,
                   gene_mean=None if gene_mean is None else gene_mean.cpu(),
                   gene_detected=None if detected is None else detected.cpu())  # fmt: skip
-    stats = _statistics(model, data)  # from the same start as infer: the same latents for the same cells
+    # from the ALS's last latents (converged with the weights): 1.7x fewer solver steps than infer's
+    # start on the scale benchmark's cells, the same latents to the solver's tolerance
+    stats = _statistics(model, data, z0=z if detected is not None else None)
     z = stats.pop("z") if stats else z.cpu()
     stats.pop("steps", None)
     stats = {k: gather_rows(torch.as_tensor(v), n_total) if stream and v is not None else v for k, v in stats.items()}
@@ -411,7 +413,13 @@ def _check_standard_errors(standard_errors) -> None:
 
 
 def _statistics(
-    model: Model, data, *, max_iter: int | None = None, tol: float | None = None, standard_errors: bool = False
+    model: Model,
+    data,
+    *,
+    max_iter: int | None = None,
+    tol: float | None = None,
+    standard_errors: bool = False,
+    z0: torch.Tensor | None = None,
 ) -> dict:
     """What a masked squared-error decoder reports per cell (one-layer, ReLU, with a net): the
     latents (and their standard errors when asked), and the marginal t of each TF with its
@@ -423,7 +431,8 @@ def _statistics(
     relu = dec.config.output == "relu"
     z, info = solve_latents(
         data, w, b, relu=relu, max_iter=INFER_ALS["max_iter"] if max_iter is None else max_iter,
-        tol=INFER_ALS["tol"] if tol is None else tol, detected=model.gene_detected, progress=settings.progress,
+        tol=INFER_ALS["tol"] if tol is None else tol, detected=model.gene_detected, z0=z0,
+        progress=settings.progress,
     )  # fmt: skip
     steps = int(info["n_iter"].max()) if len(info["n_iter"]) else 0
     logger.info(

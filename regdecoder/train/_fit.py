@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..nn import Decoder, DecoderConfig
-from ._als import fit_als, masked_pca_init
+from ._als import _latents, _ridge_factor, fit_als, masked_pca_init
 from ._engine import fit_gradient, infer_gradient
 from ._latents import MAX_ITER, TOL, solve_latents
 from ._recipes import Recipe
@@ -81,7 +81,7 @@ def warm_start(
     mask = decoder.get_mask()
     if recipe.start == "pca":
         w0 = masked_pca_init(x, mask, prior_sign=prior_sign, n_iter=10, generator=gen, dtype=x.dtype)
-        z0, _ = solve_latents(x, w0, None, relu=False, ridge=1e-6)  # the start's least squares
+        z0 = _latents(x, w0, None, _ridge_factor(w0.T @ w0, 1e-6))  # the ALS start's least-squares step
         return z0, w0, None
     cfg = decoder.config
     y = x if size_factors is None else _count_targets(x, size_factors, cfg.output)

@@ -370,8 +370,9 @@ def solve_latents(
     relu
         Zeros are censored (a ReLU output); False: plain ridge least squares.
     z0
-        Start (cells x k); None: least squares over each cell's observed genes (see the
-        module). Results from the same start do not depend on how the cells are batched.
+        Start of the gradients (cells x k), e.g. the fit's last latents; None: least squares
+        over each cell's observed genes (see the module). Results from the same start do not
+        depend on how the cells are batched.
     ridge
         ``lam = ridge * mean_j |w_j|^2``, part of the objective; default :data:`EXACT_RIDGE`.
     tol
@@ -464,10 +465,8 @@ def _solve_cells(op: Frozen, xb: torch.Tensor, z0: torch.Tensor | None, tol: flo
         z[cg] = zc.T
     exact = ~conv
     rest = torch.nonzero(exact).squeeze(1)
-    if rest.numel():  # exactly: from the gradients' last point, or from z0, or from the method's own start
-        fresh = few[rest] if z0 is None else torch.zeros_like(few[rest])
-        start = z[rest] if z0 is None else torch.where(few[rest].unsqueeze(1), z0[rest], z[rest])
-        z[rest], f[rest], conv[rest] = _exact(op, x.index_select(1, rest).T.contiguous(), start, fresh)
+    if rest.numel():  # exactly: from the gradients' last point, or (few genes) from the method's own start
+        z[rest], f[rest], conv[rest] = _exact(op, x.index_select(1, rest).T.contiguous(), z[rest], few[rest])
     return z, steps, exact, conv, f
 
 

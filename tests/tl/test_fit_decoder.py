@@ -324,7 +324,7 @@ def test_genes_outside_net_and_all_zero_rows_and_columns(split_grn):
     assert np.isfinite(z).all() and np.isfinite(t[1:]).all() and np.isnan(t[0]).all()  # no expression: no activity
     np.testing.assert_allclose(z[0], 0.0, atol=1e-6)  # nothing expressed, no offset: zero activity fits exactly
     rd.tl.infer(train, model, standard_errors=True, key_added="se")  # the standard errors, when asked
-    np.testing.assert_array_equal(np.asarray(train.obsm["se_z"]), z)  # the same latents
+    np.testing.assert_allclose(np.asarray(train.obsm["se_z"]), z, atol=1e-3)  # the same latents (solver's tolerance)
     se = np.asarray(train.obsm["se_z_se"])
     assert np.isnan(se[0]).all() and np.isfinite(se[1:]).any()  # an empty cell identifies nothing: no z_t, z_pvals
     assert np.isnan(rd.get.activities(train, "se", statistic="z_pvals").X[0]).all()
