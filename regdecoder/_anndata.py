@@ -10,7 +10,8 @@ memory are checked whole when made, so every check fails before training starts.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -180,9 +181,10 @@ class _Checker:
                     fix = "Pass the layer with raw UMI counts (`layer='counts'`), or use gene_likelihood='mse'."
                 else:
                     fix = (
-                        "The ReLU model's output cannot be negative: scaled or centred data (e.g. after "
-                        "`sc.pp.scale`) cannot be fitted. Pass log-normalised values: `use_raw=True` "
-                        "(adata.raw) or `layer=` with a log-normalised layer."
+                        "The ReLU model's output cannot be negative. For signed data (contrasts, log fold changes, "
+                        "t- or z-statistics, perturbation signatures, `sc.pp.scale`d values) use the linear "
+                        "decoder: gene_likelihood='normal'. For expression, pass log-normalised values: "
+                        "`use_raw=True` (adata.raw) or `layer=` with a log-normalised layer."
                     )
                 msg = (
                     f"gene_likelihood={self.likelihood!r} needs non-negative data, but {self.where} has "
@@ -386,7 +388,7 @@ def read(
         The model's genes: columns are reordered to them (an error if the sets differ).
     likelihood
         ``'mse'`` with a ReLU output: values must be >= 0; ``'poisson'``/``'nb'``:
-        non-negative integers; None: any finite values.
+        non-negative integers; ``'normal'`` (a linear output) or None: any finite values.
     shard
         Under ``torch.distributed``: only this process's block of cells.
 
@@ -405,7 +407,9 @@ def read(
         rank, size = world()
         start, stop = shard_bounds(mat.shape[0], rank, size)
     chunk = (stop - start) if isinstance(mat, np.ndarray) else default_chunk_size(mat.shape[1])  # dense: one chunk
-    domain = {None: "any", "mse": "nonnegative", "poisson": "counts", "nb": "counts"}.get(likelihood, "any")
+    domain = {None: "any", "mse": "nonnegative", "normal": "any", "poisson": "counts", "nb": "counts"}.get(
+        likelihood, "any"
+    )
     checker = _Checker(where, adata.obs_names, var_names, domain, likelihood or "")
     return ExpressionSource(
         mat,
@@ -477,7 +481,44 @@ def library_sizes(adata: AnnData, source: ExpressionSource, library_size: str | 
     return lib
 
 
-# ------------------------------------------------------------------ keys and writing
+# ------------------------------------------------------------------ the results record
+#: The one results record: every table of one row per cell that a fit or an inference writes,
+#: by name, with the suffix of its key, ``obsm[key + suffix]``. Nothing else names these keys.
+#:
+#: ``activity``: the activities (``uns[key]['statistic']`` says which statistic); ``z``: the
+#: decoder's latents; ``z_se``: their standard errors; ``pvals``: two-sided p-values of the activity;
+#: ``padj``: those adjusted by Benjamini-Hochberg within each cell, over its latents (decoupler's
+#: convention for its per-cell ``padj_<method>``).
+TABLES = {"activity": "", "z": "_z", "z_se": "_z_se", "pvals": "_pvals", "padj": "_padj"}
+
+#: ``varm[key + WEIGHTS]``: the learned weights (genes x latents) when the model's genes are
+#: ``var_names``; otherwise (e.g. a fit on ``adata.raw``'s genes) a tidy table ``source``,
+#: ``target``, ``weight`` of the non-zero weights in ``uns[key]['weights']``.
+WEIGHTS = "_weights"
+
+#: Every field of ``uns[key]`` a call writes (besides ``latent_names`` and ``params``, always written).
+UNS_FIELDS = (
+    "statistic", "history", "load", "orientation", "collinear", "identifiability", "net", "n_iter", "weights",
+)  # fmt: skip
+
+#: Latent names are written as obsm's column names: h5ad and zarr store those as keys, where ``/``
+#: is a path separator. It is written ``%2F`` (and ``%`` itself ``%25``); readers decode both.
+_ESCAPES = {"%": "%25", "/": "%2F"}
+
+
+def _encode(name: str) -> str:
+    return "".join(_ESCAPES.get(c, c) for c in name)
+
+
+def _decode(name: str) -> str:
+    return re.sub("%(25|2F)", lambda m: "%" if m.group(1) == "25" else "/", name)
+
+
+def table_key(key: str, name: str) -> str:
+    """``obsm`` key of the record's table ``name`` (one of :data:`TABLES`) under ``key``."""
+    return key + TABLES[name]
+
+
 def check_key(adata: AnnData, key: str, where: str = "obsm", hint: str = "rd.tl.fit_decoder") -> None:
     """An error naming the call to run when ``adata.<where>[key]`` is missing."""
     store = getattr(adata, where)
@@ -489,7 +530,7 @@ def check_key(adata: AnnData, key: str, where: str = "obsm", hint: str = "rd.tl.
 def decoder_latents_key(adata: AnnData, key: str) -> str:
     """Where the decoder's latents are: ``obsm[key + '_z']`` when the call that wrote ``key``
     reported other activities in ``obsm[key]`` (marginal t-values), else ``obsm[key]``."""
-    return key + "_z" if key + "_z" in adata.obsm else key
+    return table_key(key, "z") if table_key(key, "z") in adata.obsm else key
 
 
 def latents(
@@ -497,10 +538,11 @@ def latents(
 ) -> pd.DataFrame:
     """``obsm[key]`` as a DataFrame (cells x latents) with the latent names as columns.
 
-    Results written by regdecoder are DataFrames already (the names travel with them); a
-    bare array takes its names from ``uns[key]['latent_names']``. With ``unnamed=True``
-    (factors matched by position, e.g. PCA components) an array without names gets
-    ``latent_0``, ``latent_1``...; otherwise that is an error, never invented TF names.
+    Results written by regdecoder are DataFrames already (the names travel with them, encoded
+    as :func:`write` stores them, decoded here); a bare array takes its names from
+    ``uns[key]['latent_names']``. With ``unnamed=True`` (factors matched by position, e.g. PCA
+    components) an array without names gets ``latent_0``, ``latent_1``...; otherwise that is an
+    error, never invented TF names.
 
     Raises
     ------
@@ -512,7 +554,7 @@ def latents(
     check_key(adata, key, hint=hint)
     z = adata.obsm[key]
     if isinstance(z, pd.DataFrame):
-        return z.set_axis(adata.obs_names, axis=0)
+        return z.set_axis(adata.obs_names, axis=0).set_axis([_decode(str(c)) for c in z.columns], axis=1)
     z = np.asarray(z)
     names = adata.uns.get(key, {}).get("latent_names") if isinstance(adata.uns.get(key), dict) else None
     if (names is None or len(names) != z.shape[1]) and unnamed:
@@ -525,6 +567,95 @@ def latents(
         )
         raise ValueError(msg)
     return pd.DataFrame(z, index=adata.obs_names, columns=list(map(str, names)))
+
+
+def read_table(adata: AnnData, key: str = "regdecoder", name: str = "activity") -> pd.DataFrame:
+    """The record's table ``name`` (one of :data:`TABLES`) under ``key``: cells x latents.
+
+    Raises
+    ------
+    KeyError
+        Not written (names the call that writes it).
+    """
+    if name not in TABLES:
+        msg = f"Unknown table {name!r}; the record holds {list(TABLES)}."
+        raise ValueError(msg)
+    hint = "rd.tl.fit_decoder` or `rd.tl.infer" if name == "activity" else (
+        "rd.tl.fit_decoder(adata, net=net)` or `rd.tl.infer(adata, model)` with a decoder masked by a network"
+    )  # fmt: skip
+    if name == "z_se":  # computed only when asked (one k x k inverse per cell)
+        hint = (
+            "rd.tl.infer(adata, model, standard_errors=True)` (standard errors are computed only when asked) with a "
+            "decoder masked by a network, as fitted by `rd.tl.fit_decoder(adata, net=net)"
+        )
+    return latents(adata, table_key(key, name), hint=hint)
+
+
+def read_weights(adata: AnnData, key: str = "regdecoder") -> pd.DataFrame:
+    """The learned weights under ``key`` as a tidy table ``source``, ``target``, ``weight``: the
+    non-zero weights, latents in decoder order (genes within each in the order they are stored:
+    ``var_names`` from ``varm``, the model's from ``uns``).
+
+    Raises
+    ------
+    KeyError
+        No weights under ``key`` (decoders with hidden layers have none).
+    """
+    held = adata.uns.get(key)
+    if isinstance(held, dict) and isinstance(held.get("weights"), pd.DataFrame):
+        return held["weights"].reset_index(drop=True)
+    if key + WEIGHTS not in adata.varm:
+        msg = (
+            f"No weights under {key!r}: adata.varm[{key + WEIGHTS!r}] and adata.uns[{key!r}]['weights'] are missing. "
+            "`rd.tl.fit_decoder` writes them for one-layer decoders (`rd.tl.infer` writes none: the model's are "
+            "`model.weights`); pass the `key` the fit wrote to."
+        )
+        raise KeyError(msg)
+    w = np.asarray(adata.varm[key + WEIGHTS])
+    names = held.get("latent_names") if isinstance(held, dict) else None
+    if names is None or len(names) != w.shape[1]:
+        names = latents(adata, key).columns
+    names = np.asarray(list(map(str, names)), dtype=object)
+    lat, genes = np.nonzero(w.T)
+    return pd.DataFrame({"source": names[lat], "target": adata.var_names[genes].to_numpy(), "weight": w[genes, lat]})
+
+
+def check_writable(adata: AnnData) -> None:
+    """Make sure results can be written into ``adata`` and read back, before any training.
+
+    An in-memory view (``adata[:100]``) becomes an AnnData of its own, as scanpy's tools make
+    it (its parent is not changed).
+
+    Raises
+    ------
+    ValueError
+        A view of an AnnData opened with ``backed=`` (results cannot be written into it); or
+        ``obs_names`` that are not strings (h5ad and zarr store them as strings, so the tables
+        written beside them could not be read back).
+    """
+    if adata.is_view and adata.isbacked:
+        msg = (
+            "adata is a view of an AnnData opened with `backed='r'` (e.g. `backed[:250]`): results cannot be written "
+            "into it. Load those cells into memory first, `adata = backed[:250].to_memory()`, or fit on the whole "
+            "backed AnnData."
+        )
+        raise ValueError(msg)
+    if adata.obs_names.inferred_type != "string":
+        msg = (
+            f"adata.obs_names are not strings (dtype {adata.obs_names.dtype}, e.g. {adata.obs_names[0]!r}): h5ad and "
+            "zarr store them as strings, and the results written beside them could not be read back. Make them "
+            "strings first: `adata.obs_names = adata.obs_names.astype(str)`."
+        )
+        raise ValueError(msg)
+    if adata.is_view:
+        adata._init_as_actual(adata.copy())  # anndata's own step when a view is written to (scanpy's view_to_actual)
+
+
+def result_tables(adata: AnnData) -> set[str]:
+    """The ``obsm`` keys of every record's tables in ``adata`` (every ``uns[key]`` that
+    :func:`write` wrote: it has ``latent_names``)."""
+    keys = [k for k, v in adata.uns.items() if isinstance(v, Mapping) and "latent_names" in v]
+    return {table_key(k, n) for k in keys for n in TABLES} & set(adata.obsm.keys())
 
 
 def check_key_name(key) -> str:
@@ -556,10 +687,6 @@ def check_free(adata: AnnData, key: str, *, by: str) -> None:
         raise ValueError(msg)
 
 
-#: What a call writes beside ``obsm[key]``.
-_SUFFIXES = ("_z", "_z_se", "_pvals")
-
-
 def h5ad_safe(d: dict) -> dict:
     """A dict writable to h5ad: None as 'None', sequences as arrays, nested dicts likewise."""
     out = {}
@@ -575,53 +702,101 @@ def h5ad_safe(d: dict) -> dict:
     return out
 
 
+def _uns_value(value):
+    if isinstance(value, pd.DataFrame):
+        return value
+    if isinstance(value, dict):
+        return h5ad_safe(value)
+    if isinstance(value, (list, tuple)):
+        return np.asarray(value, dtype=object if value and isinstance(value[0], str) else None)
+    return value
+
+
 def write(
     adata: AnnData,
     key: str,
     *,
-    z,
+    tables: dict,
     latent_names: Sequence[str],
     params: dict,
     weights: np.ndarray | None = None,
-    obsm: dict | None = None,
+    genes: Sequence[str] | None = None,
     **fields,
 ) -> None:
-    """The one writer of results: ``obsm[key]``, ``varm[key + '_weights']`` and ``uns[key]``.
+    """The one writer of results: the record's tables in ``obsm``, the weights, and ``uns[key]``.
 
-    ``z`` (cells x latents, tensor or array) is written as a float32 DataFrame with the
-    latent names as columns (so the names travel with ``obsm``; scanpy's ``use_rep=``
-    takes it); ``uns[key]`` holds ``latent_names``, ``params`` and the other ``fields``
-    (history, load, orientation...).
-    ``obsm`` adds more cells x latents tables under their own keys (``key + '_z'``...).
-    Tables a previous call wrote under ``key``'s suffixes (``_weights``, ``_z``,
-    ``_z_se``, ``_pvals``) and this call does not are removed, so what is under ``key``
-    always describes one call.
+    ``tables`` maps names of :data:`TABLES` (``'activity'`` always) to cells x latents arrays
+    or tensors, written as float32 DataFrames with the latent names as columns (so the names
+    travel with ``obsm``; scanpy's ``use_rep=`` takes them; a ``/`` in a name is written
+    ``%2F``, see :func:`latents`). ``weights`` (genes x latents) are the weights of the
+    model's ``genes`` (default ``var_names``): in ``varm[key + '_weights']`` when those are
+    ``adata.var_names`` (in any order), else as a tidy table in ``uns[key]['weights']``.
+    ``uns[key]`` holds ``latent_names``, ``params`` and the ``fields`` (see :data:`UNS_FIELDS`).
+    Tables and weights a previous call wrote under ``key`` and this call does not are removed,
+    so what is under ``key`` always describes one call.
     """
+    unknown = set(fields) - set(UNS_FIELDS)
+    if unknown or "activity" not in tables or not set(tables) <= set(TABLES):
+        msg = f"Not fields of the results record: {sorted(unknown | (set(tables) - set(TABLES)))} (or no activity)."
+        raise ValueError(msg)
     names = list(map(str, latent_names))
+    columns = [_encode(n) for n in names]
 
     def frame(a) -> pd.DataFrame:
         a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
-        return pd.DataFrame(a.astype(np.float32, copy=False), index=adata.obs_names, columns=names)
+        return pd.DataFrame(a.astype(np.float32, copy=False), index=adata.obs_names, columns=columns)
 
-    adata.obsm[key] = frame(z)
-    extra = {k: frame(v) for k, v in (obsm or {}).items()}
-    for suffix in _SUFFIXES:
-        if key + suffix in adata.obsm and key + suffix not in extra:
-            del adata.obsm[key + suffix]
-    for k, v in extra.items():
-        adata.obsm[k] = v
-    wkey = key + "_weights"
-    if weights is not None:
-        adata.varm[wkey] = np.asarray(weights, dtype=np.float32)
-    elif wkey in adata.varm:
-        del adata.varm[wkey]
+    frames = {table_key(key, n): frame(v) for n, v in tables.items()}
+    for n in TABLES:
+        frames.setdefault(table_key(key, n), None)
     uns = {"latent_names": np.asarray(names, dtype=object), "params": h5ad_safe(params)}
-    for name, value in fields.items():
-        if isinstance(value, pd.DataFrame):
-            pass
-        elif isinstance(value, dict):
-            value = h5ad_safe(value)
-        elif isinstance(value, (list, tuple)):
-            value = np.asarray(value, dtype=object if value and isinstance(value[0], str) else None)
-        uns[name] = value
+    uns.update({k: _uns_value(v) for k, v in fields.items()})
+    in_varm = None
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float32)
+        genes = pd.Index(adata.var_names if genes is None else list(map(str, genes)))
+        if len(genes) == adata.n_vars and genes.is_unique and genes.isin(adata.var_names).all():
+            in_varm = w[genes.get_indexer(adata.var_names)]
+        else:
+            lat, rows = np.nonzero(w.T)
+            uns["weights"] = pd.DataFrame(
+                {
+                    "source": np.asarray(names, dtype=object)[lat],
+                    "target": genes[rows].to_numpy(),
+                    "weight": w[rows, lat],
+                }
+            )
+    for k, v in frames.items():
+        if v is not None:
+            adata.obsm[k] = v
+        elif k in adata.obsm:
+            del adata.obsm[k]
+    if in_varm is not None:
+        adata.varm[key + WEIGHTS] = in_varm
+    elif key + WEIGHTS in adata.varm:
+        del adata.varm[key + WEIGHTS]
     adata.uns[key] = uns
+
+
+def write_uns(adata: AnnData, key: str, **fields) -> None:
+    """A tool's record that is not a fit's (e.g. :func:`regdecoder.tl.rank_activities`' table and
+    parameters): ``uns[key]``, replaced whole, each field made writable to h5ad."""
+    adata.uns[key] = {name: _uns_value(value) for name, value in fields.items()}
+
+
+def read_results(adata: AnnData, key: str) -> dict:
+    """Everything the record holds under ``key``, as the keyword arguments of :func:`write`
+    (to write the same results into another AnnData with the same cells, e.g. from the worker
+    processes of a distributed fit)."""
+    held = dict(adata.uns[key])
+    tables = {n: read_table(adata, key, n).to_numpy() for n in TABLES if table_key(key, n) in adata.obsm}
+    out = {"tables": tables, "latent_names": list(held.pop("latent_names")), "params": held.pop("params")}
+    held.pop("weights", None)
+    if isinstance(adata.uns[key].get("weights"), pd.DataFrame) or key + WEIGHTS in adata.varm:
+        w = read_weights(adata, key)
+        genes = pd.Index(pd.unique(w["target"])) if key + WEIGHTS not in adata.varm else adata.var_names
+        mat = np.zeros((len(genes), len(out["latent_names"])), dtype=np.float32)
+        lat = pd.Index(out["latent_names"]).get_indexer(w["source"])
+        mat[genes.get_indexer(w["target"]), lat] = w["weight"].to_numpy()
+        out.update(weights=mat, genes=list(genes))
+    return {**out, **held}

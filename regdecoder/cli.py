@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -22,8 +23,9 @@ from pathlib import Path
 import anndata as ad
 import pandas as pd
 
-from . import __version__, datasets, demo, tl
-from ._settings import settings
+from . import datasets, demo, tl
+from ._settings import Stages, add_threads_option, settings
+from ._version import __version__
 
 logger = logging.getLogger("regdecoder")
 
@@ -35,6 +37,58 @@ _EPILOG = (
 
 class UserError(Exception):
     """An error in what the user gave (a file, an option): printed without a traceback."""
+
+
+# --------------------------------------------------- messages in the command line's words
+
+
+def _flags(parser: argparse.ArgumentParser, command: str | None) -> dict[str, argparse.Action]:
+    """The options of ``command`` (and the main parser), by the Python name they stand for."""
+    actions = list(parser._actions)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            actions += action.choices[command]._actions
+    return {a.dest: a for a in actions if a.option_strings and a.dest not in ("help", "version")}
+
+
+def in_flags(text: str, flags: dict[str, argparse.Action]) -> str:
+    """A library message in the command line's words: ``use_raw=True`` -> ``--use-raw``,
+    ``layer='counts'`` -> ``--layer counts``, `` `seed` `` -> `` `--seed` ``, for every
+    Python argument the command has an option for; code in backticks with a call
+    (``rd.tl.fit_decoder(adata, net=net)``) is left as it is."""
+    if not flags:
+        return text
+    names = "|".join(sorted(map(re.escape, flags), key=len, reverse=True))
+    assign = re.compile(rf"(leave )?(?<![\w.])({names})=('[^']*'|\"[^\"]*\"|[\w.:+-]*)")
+
+    def option(m: re.Match) -> str:
+        action, value = flags[m.group(2)], m.group(3).strip("'\"")
+        flag = action.option_strings[-1]
+        if value in ("False", "None"):  # the option left out
+            return f"leave out {flag}" if m.group(1) else f"no {flag}"
+        if isinstance(action, argparse._StoreTrueAction) or not value:
+            return (m.group(1) or "") + flag
+        return f"{m.group(1) or ''}{flag} {value}"
+
+    parts = text.split("`")
+    for i, part in enumerate(parts):
+        if i % 2 and "(" in part:  # a Python call in backticks: leave it
+            continue
+        parts[i] = flags[part].option_strings[-1] if i % 2 and part in flags else assign.sub(option, part)
+    return "`".join(parts)
+
+
+class _InFlags(logging.Filter):
+    """Warnings logged while a command runs, in the command line's words."""
+
+    def __init__(self, flags: dict[str, argparse.Action]) -> None:
+        super().__init__()
+        self.flags = flags
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            record.msg, record.args = in_flags(record.getMessage(), self.flags), None
+        return True
 
 
 # ------------------------------------------------------------------------ parser
@@ -66,14 +120,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="torch device: auto, cpu, cuda, cuda:N (default: settings.device, i.e. auto)",
     )
-    p.add_argument(
-        "--n-threads",
-        metavar="N",
-        type=int,
-        default=None,
-        help="CPU threads for torch; on a small or shared machine 1 can be several times faster "
-        "(default: torch's choice, one per core)",
-    )
+    add_threads_option(p)
     noise = p.add_mutually_exclusive_group()
     noise.add_argument("-q", "--quiet", action="store_true", help="print warnings and errors only, no progress bar")
     noise.add_argument("-v", "--verbose", action="store_true", help="print debugging messages too")
@@ -107,10 +154,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="prior network, a TSV or CSV file with columns source (TF), target (gene) and optionally "
         "weight (negative: repression), e.g. CollecTRI",
     )
+    fit.add_argument(
+        "--sep",
+        metavar="SEP",
+        default=None,
+        help="column separator of NET (default: a tab for .tsv, .tab and .txt files, a comma otherwise)",
+    )
     fit.add_argument("--out", metavar="OUT.h5ad", required=True, help="where to write the AnnData with the results")
     fit.add_argument("--model", metavar="MODEL.pt", default=None, help="also save the fitted model to this file")
     _add_input_options(fit)
     fit.add_argument("--seed", metavar="N", type=int, default=0, help="random seed of the fit (default: %(default)s)")
+    fit.add_argument(
+        "--gene-likelihood",
+        metavar="L",
+        choices=("mse", "normal"),
+        default="mse",
+        help="mse: log-normalised expression (a ReLU output, zeros censored); normal: signed data such as "
+        "contrasts, log fold changes or scaled values (a linear output) (default: %(default)s)",
+    )
     fit.add_argument(
         "--tmin",
         metavar="N",
@@ -160,9 +221,9 @@ def _read_h5ad(path: str):
         raise UserError(msg) from err
 
 
-def _read_net(path: str):
+def _read_net(path: str, sep: str | None = None):
     try:
-        return datasets.read_net(path)
+        return datasets.read_net(path, sep=sep)
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         msg = f"Could not read {path!r} as a TSV or CSV network table ({err})."
         raise UserError(msg) from err
@@ -194,22 +255,27 @@ def _device(args) -> str:
 
 
 def _fit(args) -> None:
+    clock = Stages()
     adata = _read_h5ad(args.input)
-    net = _read_net(args.net)
+    clock.done("read %s (%d cells x %d genes)", args.input, adata.n_obs, adata.n_vars)
+    net = _read_net(args.net, args.sep)
+    clock.done("read the network %s (%d edges)", args.net, len(net))
     kwargs = _expression(adata, args)
-    logger.info("fitting %d cells x %d genes, network %s (%d edges)", adata.n_obs, adata.n_vars, args.net, len(net))
     t0 = time.perf_counter()
     settings.progress = settings.progress and not args.quiet
     model = tl.fit_decoder(
         adata,
         net=net,
         tmin=args.tmin,
+        gene_likelihood=args.gene_likelihood,
         seed=args.seed,
         key_added=args.key_added,
         device=_device(args),
         **kwargs,
     )
+    clock = Stages()  # fit_decoder logs its own stages
     _write_h5ad(adata, args.out)
+    clock.done("wrote %s", args.out)
     z = adata.obsm[args.key_added]
     print(
         f"fitted {z.shape[1]} TFs on {z.shape[0]} cells in {time.perf_counter() - t0:.1f} s; "
@@ -222,7 +288,9 @@ def _fit(args) -> None:
 
 
 def _infer(args) -> None:
+    clock = Stages()
     adata = _read_h5ad(args.input)
+    clock.done("read %s (%d cells x %d genes)", args.input, adata.n_obs, adata.n_vars)
     try:
         model = tl.Model.load(args.model, device=_device(args))
     except (OSError, ValueError):
@@ -233,7 +301,9 @@ def _infer(args) -> None:
     kwargs = _expression(adata, args)
     t0 = time.perf_counter()
     tl.infer(adata, model, key_added=args.key_added, **kwargs)
+    clock = Stages()  # infer logs its own stages
     _write_h5ad(adata, args.out)
+    clock.done("wrote %s", args.out)
     z = adata.obsm[args.key_added]
     print(
         f"inferred {z.shape[1]} TFs for {z.shape[0]} cells in {time.perf_counter() - t0:.1f} s; "
@@ -269,17 +339,23 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_usage(sys.stderr)
             print(f"error: --n-threads: {err}", file=sys.stderr)
             return 2
+    flags = _flags(parser, args.command)
+    words = _InFlags(flags)
+    logger.addFilter(words)
     try:
         args.func(args)
     except (UserError, OSError, ValueError, KeyError, TypeError) as err:
-        # errors in the input, raised by regdecoder with a message that names the fix
+        # errors in the input, raised by regdecoder with a message that names the fix (in Python's words,
+        # translated here, in one place, to the options of the command line)
         logger.debug("traceback:", exc_info=True)
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {in_flags(str(message), flags)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        logger.removeFilter(words)
     return 0
 
 

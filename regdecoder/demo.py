@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import regdecoder as rd  # noqa: E402
+from regdecoder._settings import add_threads_option  # noqa: E402
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -66,6 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--device", default="auto", metavar="D", help="torch device: auto, cpu, cuda, cuda:N (default: %(default)s)"
     )
+    add_threads_option(parser)
     return parser
 
 
@@ -76,13 +78,18 @@ def main(argv: list[str] | None = None) -> dict:
         description=__doc__.split("\n\n")[1].replace("\n", " "),
     )
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    if args.n_threads is not None and args.n_threads < 1:
+        parser.error(f"argument --n-threads: must be at least 1, got {args.n_threads}")
+    return run(args)
 
 
 def run(args: argparse.Namespace) -> dict:
     """Run the demo with parsed arguments (see :func:`add_arguments`); return the summary printed."""
     if rd.settings.verbosity < 2:
         rd.settings.verbosity = "info"  # the demo tells what it does
+    if getattr(args, "n_threads", None) is not None:
+        rd.settings.n_threads = args.n_threads
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -142,14 +149,18 @@ def run(args: argparse.Namespace) -> dict:
     train.write_h5ad(out / "train.h5ad")
     test.write_h5ad(out / "test.h5ad")
     model.save(out / "model.pt")
-    fig = rd.pl.recovery(test, return_fig=True)
-    fig.savefig(out / "recovery.png", dpi=120)
-    plt.close(fig)
-    fig = rd.pl.loss(train, return_fig=True)
-    fig.savefig(out / "loss.png", dpi=120)
-    plt.close(fig)
+    for name, fig in figures(train, test).items():
+        fig.savefig(out / f"{name}.png", dpi=120)
+        plt.close(fig)
     print(f"wrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}/")
     return summary
+
+
+def figures(train, test) -> dict:
+    """The demo's figures: ``recovery`` (true vs inferred activity of the held-out cells, and
+    the per-TF PCC; the red line is their mean) and ``loss`` (the fit's loss per epoch)."""
+    cells = f"the {test.n_obs} held-out cells (decoder frozen)"
+    return {"recovery": rd.pl.recovery(test, cells=cells, return_fig=True), "loss": rd.pl.loss(train, return_fig=True)}
 
 
 if __name__ == "__main__":

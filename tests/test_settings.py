@@ -14,9 +14,10 @@ def restore():
     """Put back the logger's level and handlers, torch's thread count and the stored settings."""
     logger = logging.getLogger("regdecoder")
     level, handlers = logger.level, list(logger.handlers)
-    threads = torch.get_num_threads()
+    threads, pinned = torch.get_num_threads(), rd.settings._threads
     device, progress = rd.settings.device, rd.settings.progress
     yield
+    rd.settings._threads = pinned
     for h in logger.handlers:
         if h not in handlers:
             logger.removeHandler(h)
@@ -130,6 +131,25 @@ def test_n_threads_calls_torch(restore):
     rd.settings.n_threads = 1
     assert torch.get_num_threads() == 1
     assert rd.settings.n_threads == 1
+
+
+def test_n_threads_survives_numba(restore, small_grn):
+    # numba's parallel OpenMP pool (decoupler's methods, scanpy's UMAP) resets the OpenMP threads
+    # torch shares with it to one per core when it starts; regdecoder's tools put the user's number back
+    rd.settings.n_threads = 1
+    torch.set_num_threads(2)  # what numba's pool does to torch when it starts
+    seen = []
+    rd.tl.fit_decoder(small_grn, net=small_grn.uns["sim"]["net"],
+                      recipe={"max_epochs": 2, "callback": lambda state: seen.append(torch.get_num_threads())})  # fmt: skip
+    assert seen == [1, 1] and rd.settings.n_threads == 1
+    model = rd.tl.fit_decoder(small_grn, net=small_grn.uns["sim"]["net"], recipe={"max_epochs": 2})
+    torch.set_num_threads(2)
+    rd.tl.infer(small_grn, model, key_added="new")
+    assert torch.get_num_threads() == 1
+    rd.settings.n_threads = None  # no longer re-applied
+    torch.set_num_threads(2)
+    rd.tl.fit_decoder(small_grn, net=small_grn.uns["sim"]["net"], recipe={"max_epochs": 1})
+    assert torch.get_num_threads() == 2
 
 
 @pytest.mark.parametrize("bad", [0, -2, 1.5, "2", True])

@@ -60,26 +60,47 @@ def collectri(path: str | os.PathLike | None = None, *, organism: str = "human")
     3. decoupler's own getter (``decoupler.op.collectri``), which needs decoupler and
        an internet connection.
 
+    A local table is never translated between organisms: its gene symbols must be
+    written as ``organism``'s are (human: capitals, ``SPI1``; mouse, rat and others:
+    not all capitals, ``Spi1``), otherwise it is refused, so that asking for the mouse
+    network never returns the human table.
+
     Parameters
     ----------
     path
         Local file with the network.
     organism
-        Passed to decoupler's getter (ignored for local files).
+        The organism the network is for: passed to decoupler's getter, and checked
+        against the gene symbols of a local file.
 
     Returns
     -------
     DataFrame with ``source`` (TF), ``target`` (gene) and ``weight`` (+1 activation,
     -1 repression).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` or ``REGDECODER_COLLECTRI`` names no file.
+    ValueError
+        The local table's gene symbols are not written as ``organism``'s are (names the
+        ways to get the right table).
+    TypeError
+        ``organism`` is not a non-empty string.
+    RuntimeError
+        No local file, and decoupler is missing or could not download the network.
     """
+    if not isinstance(organism, str) or not organism:
+        msg = f"`organism` must be a name such as 'human' or 'mouse', got {organism!r}."
+        raise TypeError(msg)
     if path is not None:
-        return read_net(path)
+        return _check_organism(read_net(path), organism, f"{str(path)!r}")
     env = os.environ.get(COLLECTRI_ENV)
     if env:
         if not Path(env).is_file():
             msg = f"The environment variable {COLLECTRI_ENV}={env!r} names no file; point it at a CollecTRI TSV."
             raise FileNotFoundError(msg)
-        return read_net(env)
+        return _check_organism(read_net(env), organism, f"{env!r} (named by {COLLECTRI_ENV})")
     try:
         import decoupler as dc
     except ImportError:
@@ -90,7 +111,7 @@ def collectri(path: str | os.PathLike | None = None, *, organism: str = "human")
         except Exception as err:  # noqa: BLE001 - any network failure: say what to do instead
             msg = (
                 f"decoupler could not download CollecTRI ({type(err).__name__}: {err}). Offline, give a local "
-                f"file: `rd.datasets.collectri(path='collectri_human.tsv')` or set the environment variable "
+                f"file: `rd.datasets.collectri(path='collectri_{organism}.tsv')` or set the environment variable "
                 f"{COLLECTRI_ENV} to its path."
             )
             raise RuntimeError(msg) from err
@@ -101,3 +122,26 @@ def collectri(path: str | os.PathLike | None = None, *, organism: str = "human")
         "and go online so its getter can download it."
     )
     raise RuntimeError(msg)
+
+
+def _capitals(net: pd.DataFrame) -> float:
+    """Fraction of the target gene symbols (those with letters) written in capitals only."""
+    genes = pd.Series(pd.unique(net["target"].astype(str)))
+    lettered = genes[genes.str.contains(r"[A-Za-z]", regex=True)]
+    return float((lettered == lettered.str.upper()).mean()) if len(lettered) else 1.0
+
+
+def _check_organism(net: pd.DataFrame, organism: str, where: str) -> pd.DataFrame:
+    """Refuse a local table whose gene symbols are not written as ``organism``'s (no silent translation)."""
+    human = organism.lower() in ("human", "homo sapiens", "hsapiens", "9606")
+    capitals = _capitals(net)
+    if human == (capitals >= 0.5):
+        return net
+    looks = "human (gene symbols in capitals, e.g. SPI1)" if capitals >= 0.5 else "not human (e.g. Spi1)"
+    msg = (
+        f"The network in {where} looks {looks}: {capitals:.0%} of its target symbols are all capitals, but "
+        f"organism={organism!r} was asked for. It is not translated: pass the path of a {organism} table with "
+        f"`path=`, point {COLLECTRI_ENV} at one (or unset it to let decoupler download "
+        f"`decoupler.op.collectri(organism={organism!r})`), or ask for the organism the file holds."
+    )
+    raise ValueError(msg)

@@ -5,17 +5,20 @@ import pandas as pd
 from anndata import AnnData
 from scipy import stats
 
-from .._anndata import check_key, latents
-
-_STATISTICS = {"activity": "", "pvals": "_pvals", "z": "_z", "z_se": "_z_se"}
-#: The standard errors are computed only when asked: the call that writes them.
-_SE_HINT = "rd.tl.fit_decoder(..., standard_errors=True)` or `rd.tl.infer(..., standard_errors=True)"
+from .._anndata import TABLES, read_table, read_weights, result_tables
 
 
 def activities(adata: AnnData, key: str = "regdecoder", *, statistic: str = "activity") -> AnnData:
-    """Activities (or their uncertainty) as a new AnnData (cells x TFs), ``adata.obs`` copied.
+    """Activities (or their uncertainty) as a new AnnData (cells x TFs) that scanpy plots as it is.
 
-    Ready for ``sc.pl.matrixplot``, ``sc.tl.rank_genes_groups`` or a UMAP on activities.
+    Like decoupler's ``dc.pp.get_obsm``: the cells keep their ``obs``, their embeddings
+    in ``obsm`` (``X_umap``, ``X_pca``...) and the colours of their ``obs`` columns in
+    ``uns`` (``bulk_labels_colors``...), so ``sc.pl.umap(acts, color='SPI1')`` and
+    ``sc.pl.matrixplot(acts, acts.var_names, groupby='bulk_labels')`` work on it. Left
+    out: regdecoder's own cells x TFs tables (they are ``X`` here, or other statistics
+    of it), everything else in ``uns`` and ``obsp`` (the neighbour graph of the genes,
+    not of the activities). Everything is copied: changing the result leaves ``adata``
+    as it was.
 
     Parameters
     ----------
@@ -25,11 +28,16 @@ def activities(adata: AnnData, key: str = "regdecoder", *, statistic: str = "act
         Where they wrote their results.
     statistic
         ``'activity'``: ``obsm[key]`` (with a network: each TF's marginal t-value);
-        ``'pvals'``: its two-sided p-values; ``'z'``: the decoder's latents;
+        ``'pvals'``: its two-sided p-values; ``'padj'``: those p-values adjusted by
+        Benjamini-Hochberg over the TFs of each cell; ``'z'``: the decoder's latents;
         ``'z_se'``: their standard errors (curvature of the censored loss at the
-        solution; written only by fits and inferences asked for them with
-        ``standard_errors=True``); ``'z_t'``: ``z / z_se``; ``'z_pvals'``: two-sided normal
+        solution; written only by ``rd.tl.infer(..., standard_errors=True)``); ``'z_t'``: ``z / z_se``; ``'z_pvals'``: two-sided normal
         p-values of ``z_t`` (as decoupler's mlm reports for its coefficients).
+
+    Returns
+    -------
+    AnnData with ``X`` the chosen statistic (cells x TFs, float32), ``var_names`` the
+    TF names, ``obs``, ``obsm`` and the ``*_colors`` entries of ``uns`` as described.
 
     Raises
     ------
@@ -39,31 +47,35 @@ def activities(adata: AnnData, key: str = "regdecoder", *, statistic: str = "act
         An unknown ``statistic``, or an array without TF names.
     """
     if statistic in ("z_t", "z_pvals"):
-        zt = latents(adata, key + "_z") / latents(adata, key + "_z_se", hint=_SE_HINT)
+        zt = read_table(adata, key, "z") / read_table(adata, key, "z_se")
         z = zt if statistic == "z_t" else pd.DataFrame(2 * stats.norm.sf(np.abs(zt)), zt.index, zt.columns)
-    elif statistic in _STATISTICS:
-        z = latents(adata, key + _STATISTICS[statistic], hint=_SE_HINT if statistic == "z_se" else "rd.tl.fit_decoder")
+    elif statistic in TABLES:
+        z = read_table(adata, key, statistic)
     else:
-        msg = f"`statistic` must be one of {[*_STATISTICS, 'z_t', 'z_pvals']}, got {statistic!r}."
+        msg = f"`statistic` must be one of {[*TABLES, 'z_t', 'z_pvals']}, got {statistic!r}."
         raise ValueError(msg)
+    results = result_tables(adata)
     return AnnData(
         X=z.to_numpy(dtype=np.float32, copy=True),
         obs=adata.obs.copy(),
         var=pd.DataFrame(index=pd.Index(z.columns)),
+        obsm={k: v.copy() for k, v in adata.obsm.items() if k not in results},  # of a view too: real copies
+        uns={
+            k: np.array(adata.uns[k], dtype=object)
+            for k in (f"{c}_colors" for c in adata.obs.columns)
+            if k in adata.uns
+        },
     )
 
 
 def weights(adata: AnnData, key: str = "regdecoder") -> pd.DataFrame:
     """Learned decoder weights as a tidy table (``source``, ``target``, ``weight``), non-zero edges only,
-    sorted by decreasing absolute weight."""
-    check_key(adata, key + "_weights", where="varm")
-    w = np.asarray(adata.varm[key + "_weights"])
-    genes, lat = np.nonzero(w)
-    names = adata.uns.get(key, {}).get("latent_names")
-    if names is None or len(names) != w.shape[1]:
-        names = latents(adata, key).columns
-    names = np.asarray(list(map(str, names)))
-    df = pd.DataFrame({"source": names[lat], "target": adata.var_names[genes].to_numpy(), "weight": w[genes, lat]})
+    sorted by decreasing absolute weight.
+
+    Read from ``varm[key + '_weights']``, or from ``uns[key]['weights']`` where the model's genes
+    are not ``var_names`` (a fit on ``adata.raw``'s genes: scanpy's layout with the highly
+    variable genes in ``X``)."""
+    df = read_weights(adata, key)
     return df.iloc[np.argsort(-np.abs(df["weight"].to_numpy()), kind="stable")].reset_index(drop=True)
 
 

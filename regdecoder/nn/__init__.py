@@ -1,6 +1,6 @@
 """Pure-PyTorch modules (no AnnData): the masked layer, the decoders, the encoders and the image models."""
 
-from ._decoder import COUNT_LIKELIHOODS, LIKELIHOODS, Decoder, DecoderConfig
+from ._decoder import COUNT_LIKELIHOODS, GENE_LIKELIHOODS, LIKELIHOODS, Decoder, DecoderConfig, likelihood_output
 from ._encoder import Encoder, EncoderConfig
 from ._images import (
     IMAGE_MODELS,
@@ -19,7 +19,9 @@ from ._sparse import SPARSE_DENSITY_THRESHOLD, SPARSE_MIN_WEIGHTS, SparseLinear
 
 __all__ = [
     "COUNT_LIKELIHOODS",
+    "GENE_LIKELIHOODS",
     "LIKELIHOODS",
+    "likelihood_output",
     "nb_nll",
     "negative_binomial",
     "poisson_nll",

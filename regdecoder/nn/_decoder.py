@@ -14,6 +14,22 @@ from ._sparse import SparseLinear
 _OUTPUTS = ("relu", "linear", "softplus", "exp")
 LIKELIHOODS = ("mse", "poisson", "nb")
 COUNT_LIKELIHOODS = ("poisson", "nb")
+#: What a user chooses (scvi-tools' ``gene_likelihood``): ``'mse'`` (the squared error on a ReLU
+#: output, zeros censored: log-normalised expression), ``'normal'`` (Gaussian errors on a linear
+#: output, nothing censored: signed data such as contrasts, fold changes, scaled values),
+#: ``'poisson'``, ``'nb'`` (counts, on a softplus output).
+GENE_LIKELIHOODS = ("mse", "normal", "poisson", "nb")
+
+
+def likelihood_output(gene_likelihood: str) -> tuple[str, str]:
+    """The decoder's ``(likelihood, output)`` for a user's ``gene_likelihood``: ``'normal'`` is
+    the squared error (the Gaussian log-likelihood up to constants) on a linear output."""
+    if gene_likelihood not in GENE_LIKELIHOODS:
+        msg = f"`gene_likelihood` must be one of {GENE_LIKELIHOODS}, got {gene_likelihood!r}."
+        raise ValueError(msg)
+    if gene_likelihood == "normal":
+        return "mse", "linear"
+    return gene_likelihood, "softplus" if gene_likelihood in COUNT_LIKELIHOODS else "relu"
 
 
 @dataclass

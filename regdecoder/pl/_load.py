@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from ._plots import _finish
+from ._common import finish
 
 _LABELS = {
     "test_mse": "test reconstruction MSE",
@@ -100,4 +100,4 @@ def load_curve(
         a.set_xlabel(_LABELS.get(x, x))
         a.set_ylabel(_LABELS.get(metric, metric))
     axes[-1].legend(fontsize=8, frameon=False)
-    return _finish(fig, show, return_fig)
+    return finish(fig, show, return_fig)

@@ -10,14 +10,7 @@ from matplotlib.ticker import MaxNLocator
 from .._anndata import check_key, decoder_latents_key, latents
 from ..metrics import recovery as _recovery
 from ..metrics._recovery import _truth
-
-
-def _finish(fig, show: bool | None, return_fig: bool):
-    if return_fig:
-        return fig
-    if show or (show is None and plt.isinteractive()):
-        plt.show()
-    return None
+from ._common import finish
 
 
 def _choice_text(n_shown: int, n_total: int) -> str:
@@ -41,6 +34,7 @@ def recovery(
     tfs: Sequence[str] | None = None,
     n_examples: int = 3,
     match: str = "auto",
+    cells: str | None = None,
     show: bool | None = None,
     return_fig: bool = False,
 ):
@@ -62,8 +56,15 @@ def recovery(
         Number of factors to scatter when ``tfs`` is None.
     match
         As in :func:`regdecoder.metrics.recovery`.
+    cells
+        Which cells these are, for the title (e.g. ``'the 100 held-out cells'``); by
+        default ``'N training cells'`` after a fit and ``'N cells inferred with the decoder
+        frozen'`` after :func:`regdecoder.tl.infer`.
     show, return_fig
         Show the figure, or return it.
+
+    The histogram's red line marks the mean per-TF PCC (its value is in the legend and
+    the title).
     """
     table = _recovery(adata, key, truth=truth, match=match).dropna(subset=["pcc"])
     z = latents(adata, decoder_latents_key(adata, key))
@@ -84,22 +85,33 @@ def recovery(
     for ax, f in zip(axes[:-1], tfs, strict=True):
         ax.scatter(t[f], z[table.loc[f, "latent"]], s=6, alpha=0.6, linewidths=0)
         ax.set_title(f"{f}  PCC {table.loc[f, 'pcc']:.3f}", fontsize=10)
-        ax.set_xlabel("true activity")
-        ax.set_ylabel("inferred activity")
+        ax.set_xlabel("true activity (simulated)")
+        ax.set_ylabel("inferred activity (latent)")
     ax = axes[-1]
-    lo = float(table["pcc"].min())
+    lo, mean = float(table["pcc"].min()), float(table["pcc"].mean())
     ax.hist(table["pcc"], bins=np.linspace(lo - 0.05 * (1.0 - lo) - 1e-4, 1.0, 31), color="0.3")
     if lo < 0:
         ax.axvline(0.0, color="0.6", lw=0.8, ls="--")
-    ax.axvline(table["pcc"].mean(), color="C3", lw=1)
-    ax.set_title(f"signed PCC, mean {table['pcc'].mean():.3f}", fontsize=10)
-    ax.set_xlabel("per-TF signed PCC")
+    ax.axvline(mean, color="C3", lw=1, label=f"mean {mean:.3f}")
+    ax.legend(fontsize=8, frameon=False, loc="upper left")
+    ax.set_title(f"signed PCC of {len(table)} TFs, mean {mean:.3f}", fontsize=10)
+    ax.set_xlabel("per-TF signed PCC (true vs inferred)")
     ax.set_ylabel("TFs")
     ax.xaxis.set_major_locator(MaxNLocator(nbins=4))  # long labels such as 0.9994 must not touch
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    if len(tfs):
-        fig.suptitle(f"true vs inferred activity: {choice}", fontsize=10)
-    return _finish(fig, show, return_fig)
+    cells = _cells_text(adata, key) if cells is None else cells
+    head = f"true vs inferred TF activity of {cells}"
+    fig.suptitle(f"{head}: {choice}" if len(tfs) else head, fontsize=10)
+    return finish(fig, show, return_fig)
+
+
+def _cells_text(adata: AnnData, key: str) -> str:
+    """The cells of a figure, in words: the training cells of a fit, or new cells inferred."""
+    uns = adata.uns.get(key, {})
+    n = f"{adata.n_obs:,}"
+    if isinstance(uns, dict) and "history" not in uns and "n_iter" in uns:
+        return f"{n} cells inferred with the decoder frozen"
+    return f"{n} training cells"
 
 
 def loss(
@@ -126,14 +138,22 @@ def loss(
         msg = f"`x` must be 'epoch' or 'seconds', got {x!r}."
         raise ValueError(msg)
     if ax is None:
-        fig, ax = plt.subplots(figsize=(4, 3), layout="constrained")
+        fig, ax = plt.subplots(figsize=(4.4, 3.2), layout="constrained")
     else:
         fig = ax.figure
     ax.plot(xs, y)
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("training loss (per entry)")
+    ax.set_ylabel("training loss per value (log scale)")
     params = adata.uns[key].get("params", {})
     solver = params.get("recipe", {}).get("solver", params.get("solver", ""))
-    ax.set_title(f"{key} ({solver})", fontsize=10)
-    return _finish(fig, show, return_fig)
+    how = _SOLVERS.get(solver, solver)
+    ax.set_title(f"training loss of the decoder on {adata.n_obs:,} cells" + (f"\n{how}" if how else ""), fontsize=9)
+    return finish(fig, show, return_fig)
+
+
+#: Solvers in words, for titles.
+_SOLVERS = {
+    "als": "solver: alternating least squares",
+    "gradient": "solver: gradient steps",
+}

@@ -206,11 +206,20 @@ def prepare_net(
 ) -> PriorNet:
     """Match a decoupler-format network to the genes of the data.
 
+    Names are matched after stripping leading and trailing whitespace, and Ensembl IDs up to
+    their version suffix (``ENSG00000141510.17`` matches ``ENSG00000141510``); a warning
+    counts the names this changed.
+
     Parameters
     ----------
     net
         Long DataFrame with ``source`` (TF), ``target`` (gene) and optional ``weight``
         (sign: activation/repression), or the path of a CSV/TSV file in that format.
+        decoupler 1.x's (and DoRothEA's) ``mor`` column is read as the weight when there is
+        no ``weight`` (times ``likelihood`` when present: only the sign is used). Without
+        weights, or without a negative one, every edge is an activation (+1), as decoupler's
+        ulm reads such a net: each activity then rises with its targets' expression (a
+        warning says so).
     var_names
         The data's genes, in order.
     tmin
@@ -220,7 +229,7 @@ def prepare_net(
 
     Returns
     -------
-    A :class:`PriorNet`.
+    A :class:`PriorNet` (``prior``: the sign of each edge, +1 where the net has no weights).
 
     Raises
     ------
@@ -230,8 +239,9 @@ def prepare_net(
         A column is missing (the message gives the ``rename`` that fixes it).
     ValueError
         No edges; missing names; non-numeric weights; duplicate edges; no target among
-        the genes (with the likely cause: case, swapped columns, identifiers); no TF
-        with ``tmin`` targets; duplicate gene names.
+        the genes, or no TF with ``tmin`` targets (each with its likely cause: case, e.g.
+        mouse genes against a human net; Ensembl IDs against symbols; swapped columns);
+        duplicate gene names.
     """
     if isinstance(tmin, bool) or int(tmin) != tmin or tmin < 1:
         msg = f"`tmin` is the fewest targets a TF needs among the genes and must be a positive integer, got {tmin!r}."
@@ -244,69 +254,21 @@ def prepare_net(
     missing = [c for c in (source, target) if c not in net.columns]
     if missing:
         msg = (
-            f"`net` has no column(s) {missing}; its columns are {list(net.columns)}. "
-            f"Rename them, e.g. `net = net.rename(columns={{'tf': '{source}', 'gene': '{target}'}})`, "
-            "or pass `source=` / `target=` with your column names."
+            f"`net` has no column(s) {missing}; its columns are {list(net.columns)}. Rename them, e.g. "
+            f"`net = net.rename(columns={{'tf': '{source}', 'gene': '{target}'}})`."
         )
         raise KeyError(msg)
     if len(net) == 0:
         msg = "`net` has no edges."
         raise ValueError(msg)
-    use_weight = weight is not None and weight in net.columns
-    cols = [source, target] + ([weight] if use_weight else [])
-    df = net[cols].copy()
-    df.columns = ["source", "target"] + (["weight"] if use_weight else [])
-    if df["source"].isna().any() or df["target"].isna().any():
-        msg = "`net` has missing source or target names; drop those rows first (`net.dropna(subset=[...])`)."
-        raise ValueError(msg)
-    df["source"] = df["source"].astype(str)
-    df["target"] = df["target"].astype(str)
-    if use_weight:
-        w = pd.to_numeric(df["weight"], errors="coerce")
-        if w.isna().any():
-            msg = (
-                f"`net[{weight!r}]` has {int(w.isna().sum())} missing or non-numeric weights; "
-                "fill or drop them, or pass `weight=None` to use the net without weights."
-            )
-            raise ValueError(msg)
-        df["weight"] = w.astype(float)
-    dup = df.duplicated(["source", "target"])
-    if dup.any():
-        ex = df.loc[dup, ["source", "target"]].head(3).to_records(index=False).tolist()
-        msg = (
-            f"`net` has {int(dup.sum())} duplicate source-target edges (e.g. {ex}). "
-            "Keep one per pair, e.g. `net = net.drop_duplicates(['source', 'target'])`."
-        )
-        raise ValueError(msg)
-
+    df = _edges(net, source, target, weight)
     genes = unique_genes(var_names)
-    in_data = df["target"].isin(genes)
+    keys = _gene_keys(genes)
+    in_data = df["target"].isin(keys)
     if not in_data.any():
-        ex_net = df["target"].head(3).tolist()
-        ex_data = list(genes[:3])
-        upper = pd.Index(genes.str.upper())
-        if df["target"].str.upper().isin(upper).any():
-            msg = (
-                f"No target gene of `net` matches the data's var_names exactly, but some do when case is ignored "
-                f"(net targets look like {ex_net}, var_names like {ex_data}). Use the same case in both, e.g. "
-                "`net['target'] = net['target'].str.upper()` and `adata.var_names = adata.var_names.str.upper()` "
-                "(or map mouse/human orthologs properly)."
-            )
-            raise ValueError(msg)
-        if df["source"].isin(genes).any() and not df["target"].isin(genes).any():
-            n_src = int(df["source"].isin(genes).sum())
-            msg = (
-                f"No target gene of `net` is among the data's var_names, but {n_src} `source` entries are: "
-                "the columns look swapped. Pass `source=` / `target=` with the right column names "
-                "(source = TF, target = regulated gene)."
-            )
-            raise ValueError(msg)
-        msg = (
-            f"No target gene of `net` is among the data's var_names (net targets look like {ex_net}, "
-            f"var_names like {ex_data}). Use the same gene identifiers in both (symbols vs Ensembl IDs, case)."
-        )
+        msg = f"No target gene of `net` is among the data's var_names. {_diagnose(df, keys)}"
         raise ValueError(msg)
-    n_case = int((~in_data & df["target"].str.upper().isin(pd.Index(genes.str.upper()))).sum())
+    n_case = int((~in_data & df["target"].str.upper().isin(pd.Index(keys.str.upper()))).sum())
     if n_case:
         logger.warning(
             "%d edge target(s) of `net` match var_names only when case is ignored and are not used; "
@@ -322,9 +284,7 @@ def prepare_net(
             df["source"].nunique(),
             df["target"].nunique(),
         )
-    df = df.loc[in_data]
-    if use_weight and not (df["weight"] != 0).any():
-        logger.warning("Every `weight` of `net` is 0: the network carries no signs (activation/repression).")
+    all_edges, df = df, df.loc[in_data]
     counts = df["source"].value_counts()
     small = counts.index[counts < tmin]
     if len(small):
@@ -337,17 +297,148 @@ def prepare_net(
         )
         df = df.loc[~df["source"].isin(small)]
     if len(df) == 0:
+        fix = _diagnose(all_edges, keys, fallback="") or "Lower `tmin` or use more genes."
         msg = (
-            f"No TF has at least tmin={tmin} targets among the data's genes "
-            f"(largest regulon: {int(counts.max())} targets). Lower `tmin` or use more genes."
+            f"No TF has at least tmin={tmin} targets among the data's genes (largest regulon: "
+            f"{int(counts.max())} targets; {int(in_data.sum())} of the net's {len(all_edges)} edges reach a gene "
+            f"of the data). {fix}"
         )
         raise ValueError(msg)
     tf_names = sorted(df["source"].unique())
     tf_index = pd.Index(tf_names)
-    rows = genes.get_indexer(df["target"]).astype(np.int64)
+    rows = keys.get_indexer(df["target"]).astype(np.int64)
     cols = tf_index.get_indexer(df["source"]).astype(np.int64)
-    prior_sign = np.sign(df["weight"].to_numpy()) if use_weight else None
+    prior_sign = np.sign(df["weight"].to_numpy())
     df = df.reset_index(drop=True)
-    if not use_weight:
-        df["weight"] = 1.0
     return PriorNet(df, tf_names, rows, cols, prior_sign, len(genes), list(map(str, small)))
+
+
+#: An Ensembl ID with a version suffix (``ENSG00000141510.17``, ``ENSMUST...``): the ID is matched.
+_ENSEMBL_VERSION = r"^(ENS[A-Z]*[GTP]\d{6,})\.\d+$"
+
+
+def _gene_keys(genes: pd.Index) -> pd.Index:
+    """The names genes are matched by: whitespace stripped, Ensembl IDs without their version
+    (a warning counts both); an error when two genes then share a name."""
+    keys = pd.Index(genes.astype(str).str.strip())
+    n_space = int((keys != genes).sum())
+    versioned = keys.str.match(_ENSEMBL_VERSION)
+    keys = pd.Index(keys.str.replace(_ENSEMBL_VERSION, r"\1", regex=True))
+    if n_space:
+        logger.warning(
+            "%d gene name(s) in var_names have leading or trailing whitespace: matched to `net` without it (e.g. %r).",
+            n_space,
+            genes[keys != genes][0],
+        )
+    if versioned.any():
+        logger.warning(
+            "%d Ensembl gene ID(s) in var_names have a version suffix (e.g. %r): matched to `net` up to the version.",
+            int(versioned.sum()),
+            genes[versioned][0],
+        )
+    if not keys.is_unique:
+        dup = keys[keys.duplicated()][0]
+        msg = (
+            f"Without whitespace and Ensembl version suffixes, several of the data's genes have the same name "
+            f"(e.g. {list(genes[keys == dup])}). Make the names unique first, e.g. "
+            "`adata.var_names = adata.var_names.str.strip().str.split('.').str[0]` then "
+            "`adata.var_names_make_unique()`."
+        )
+        raise ValueError(msg)
+    return keys
+
+
+def _edges(net: pd.DataFrame, source: str, target: str, weight: str | None) -> pd.DataFrame:
+    """``source``, ``target`` (stripped strings) and ``weight`` (numbers; +1 where the net has
+    none) of ``net``, with warnings for what was read and how."""
+    col = weight if weight is not None and weight in net.columns else None
+    if col is None and weight == "weight" and "mor" in net.columns:  # decoupler 1.x, DoRothEA
+        col = "mor"
+        logger.info("`net` has no `weight` column: its `mor` (mode of regulation) is used as the sign of each edge.")
+    df = net[[source, target]].copy()
+    df.columns = ["source", "target"]
+    if df["source"].isna().any() or df["target"].isna().any():
+        msg = "`net` has missing source or target names; drop those rows first (`net.dropna(subset=[...])`)."
+        raise ValueError(msg)
+    for c in ("source", "target"):
+        raw = df[c].astype(str)
+        df[c] = raw.str.strip()
+        n = int((df[c] != raw).sum())
+        if n:
+            logger.warning(
+                "%d %s name(s) of `net` have leading or trailing whitespace (e.g. %r): stripped.",
+                n, "TF" if c == "source" else "target gene", raw[df[c] != raw].iloc[0],
+            )  # fmt: skip
+    df["target"] = df["target"].str.replace(_ENSEMBL_VERSION, r"\1", regex=True)
+    if col is None:
+        df["weight"] = 1.0
+    else:
+        w = pd.to_numeric(net[col], errors="coerce")
+        if col == "mor" and "likelihood" in net.columns:
+            w = w * pd.to_numeric(net["likelihood"], errors="coerce")
+        if w.isna().any():
+            msg = (
+                f"`net[{col!r}]` has {int(w.isna().sum())} missing or non-numeric weights; "
+                "fill or drop them, or drop the column to use the net without weights."
+            )
+            raise ValueError(msg)
+        df["weight"] = w.astype(float).to_numpy()
+    dup = df.duplicated(["source", "target"])
+    if dup.any():
+        ex = df.loc[dup, ["source", "target"]].head(3).to_records(index=False).tolist()
+        msg = (
+            f"`net` has {int(dup.sum())} duplicate source-target edges (e.g. {ex}). "
+            "Keep one per pair, e.g. `net = net.drop_duplicates(['source', 'target'])`."
+        )
+        raise ValueError(msg)
+    if not (df["weight"] != 0).any():
+        logger.warning("Every `weight` of `net` is 0: the network carries no signs (activation/repression).")
+    elif col is None or not (df["weight"] < 0).any():
+        logger.warning(
+            "`net` has %s: every edge is read as an activation (+1), as decoupler's ulm reads it, so each TF's "
+            "activity is oriented to rise with its targets' expression. Give signed weights if some edges are "
+            "repressions.",
+            "no weight column" if col is None else "no negative weight",
+        )
+    return df
+
+
+def _diagnose(df: pd.DataFrame, keys: pd.Index, fallback: str | None = None) -> str:
+    """Why the net's targets do not reach the data's genes, and the fix: case (e.g. mouse genes
+    against a human net), Ensembl IDs against symbols, swapped columns; else ``fallback``."""
+    targets = df["target"]
+    ex_net, ex_data = targets.head(3).tolist(), list(keys[:3])
+    upper = pd.Index(keys.str.upper())
+    n_exact, n_case = int(targets.isin(keys).sum()), int(targets.str.upper().isin(upper).sum())
+    if n_case > max(2 * n_exact, 10):
+        return (
+            f"{n_case} of its {len(targets)} edges reach a gene when case is ignored, {n_exact} exactly (net "
+            f"targets look like {ex_net}, var_names like {ex_data}): mouse genes against a human network, or "
+            "the reverse? Use a network of the data's organism (decoupler: `dc.op.collectri(organism='mouse')`) "
+            "or translate the net by orthologs (`dc.op.translate`); if they are the same genes, use the same "
+            "case in both (`net['target'] = net['target'].str.upper()`)."
+        )
+    if abs(_ids(targets) - _ids(keys)) > 0.5:
+        which = "Ensembl IDs" if _ids(keys) > _ids(targets) else "gene symbols"
+        return (
+            f"The data's var_names are {which} (e.g. {ex_data}) and the net's targets are not (e.g. {ex_net}). "
+            "Use the same identifiers in both: e.g. symbols as var_names, `adata.var_names = adata.var[COLUMN]` "
+            "with the var column that holds them, then `adata.var_names_make_unique()`."
+        )
+    n_src = int(df["source"].isin(keys).sum())
+    if n_src > max(2 * n_exact, 10):
+        return (
+            f"But {n_src} of its `source` entries are: the columns look swapped (source = TF, target = regulated "
+            "gene). Swap them: `net = net.rename(columns={'source': 'target', 'target': 'source'})`."
+        )
+    if fallback is not None:
+        return fallback
+    return (
+        f"Net targets look like {ex_net}, var_names like {ex_data}. Use the same gene identifiers (symbols or "
+        "Ensembl IDs) and organism in both."
+    )
+
+
+def _ids(names) -> float:
+    """The fraction of names that are Ensembl IDs."""
+    return float(pd.Series(names, dtype=str).str.match(r"^ENS[A-Z]*[GTP]\d{6,}").mean())

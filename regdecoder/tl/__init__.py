@@ -1,4 +1,5 @@
-"""Tools on AnnData: fit a decoder without an encoder, infer latents of new cells, encoders and loads."""
+"""Tools on AnnData: fit a decoder without an encoder, infer latents of new cells, encoders and loads,
+rank activities per group."""
 
 from ._diagnostics import net_diagnostics, resolve_collinear
 from ._distributed import fit_decoder_distributed
@@ -6,6 +7,7 @@ from ._encoder import encode, fit_autoencoder, fit_encoder
 from ._fit import fit_decoder, infer
 from ._load import load
 from ._model import EncoderModel, Model
+from ._rank import rank_activities
 
 __all__ = [
     "EncoderModel",
@@ -18,5 +20,6 @@ __all__ = [
     "infer",
     "load",
     "net_diagnostics",
+    "rank_activities",
     "resolve_collinear",
 ]

@@ -6,8 +6,10 @@ import os
 import tempfile
 
 import anndata as ad
+import pandas as pd
 from anndata import AnnData
 
+from .. import _anndata
 from .._settings import settings
 from ..train._distributed import launch
 from ..train._source import world
@@ -16,22 +18,16 @@ from ._model import Model
 
 
 def _fit_worker(filename: str, layer: str | None, kwargs: dict, model_path: str) -> dict | None:
-    """One process of :func:`fit_decoder_distributed`: fit on its shard of a backed file."""
+    """One process of :func:`fit_decoder_distributed`: fit on its shard of a backed file; rank 0
+    returns the results record (:func:`regdecoder._anndata.read_results`)."""
     adata = ad.read_h5ad(filename, backed="r")
     try:
-        key = kwargs.get("key_added", "regdecoder")
         settings.progress = bool(kwargs.pop("progress", False)) and world()[0] == 0
         model = fit_decoder(adata, layer=layer, **kwargs)
         if world()[0] != 0:
             return None
         model.save(model_path)
-        out = {
-            "obsm": {k: adata.obsm[k] for k in adata.obsm if k == key or k.startswith(key + "_")},
-            "uns": adata.uns[key],
-        }
-        if key + "_weights" in adata.varm:
-            out["varm"] = adata.varm[key + "_weights"]
-        return out
+        return _anndata.read_results(adata, kwargs.get("key_added", "regdecoder"))
     finally:
         adata.file.close()
 
@@ -64,7 +60,8 @@ def fit_decoder_distributed(
     backend
         ``'gloo'`` (CPU) or ``'nccl'`` (GPUs).
     layer
-        Layer holding the expression; ``None`` uses ``X``.
+        Layer holding the expression; ``None`` uses ``X`` (or ``use_raw=True`` in ``kwargs``:
+        ``adata.raw``, as :func:`~regdecoder.tl.fit_decoder` reads it).
     timeout_s
         The run is stopped with a ``TimeoutError`` after this many seconds.
     threads_per_process
@@ -98,16 +95,14 @@ def fit_decoder_distributed(
     if int(nprocs) < 1:
         msg = f"`nprocs` must be a positive integer, got {nprocs!r}."
         raise ValueError(msg)
-    key = kwargs.get("key_added", "regdecoder")
+    use_raw = bool(kwargs.pop("use_raw", False))
     with tempfile.TemporaryDirectory() as tmp:
-        if adata.isbacked:
-            filename = str(adata.filename)
-        else:
-            filename = os.path.join(tmp, "data.h5ad")
-            AnnData(X=adata.layers[layer] if layer else adata.X, obs=adata.obs[[]], var=adata.var[[]]).write_h5ad(
-                filename
-            )
-        layer_used = layer if adata.isbacked else None
+        if adata.isbacked and not use_raw:
+            filename, layer_used = str(adata.filename), layer
+        else:  # the expression the fit reads, alone, in a file every process can open
+            mat, _, var_names = _anndata.matrix(adata, layer, use_raw)
+            filename, layer_used = os.path.join(tmp, "data.h5ad"), None
+            AnnData(X=mat, obs=adata.obs[[]], var=pd.DataFrame(index=var_names)).write_h5ad(filename)
         model_path = os.path.join(tmp, "model.pt")
         results = launch(
             _fit_worker, filename, layer_used, dict(kwargs), model_path, nprocs=int(nprocs), backend=backend,
@@ -115,9 +110,6 @@ def fit_decoder_distributed(
         )  # fmt: skip
         model = Model.load(model_path)
     out = results[0]
-    for k, v in out["obsm"].items():
-        adata.obsm[k] = v.set_axis(adata.obs_names, axis=0)
-    if "varm" in out:
-        adata.varm[key + "_weights"] = out["varm"]
-    adata.uns[key] = out["uns"]
+    out["params"].update(layer=layer, use_raw=use_raw)  # the workers read the expression from their own file
+    _anndata.write(adata, kwargs.get("key_added", "regdecoder"), **out)
     return model

@@ -49,7 +49,7 @@ def _new_encoder(n_genes: int, n_latent: int, hidden: Sequence[int], seed: int, 
 
 def _write(adata: AnnData, model: Model, z: torch.Tensor, key: str, params: dict, history: dict, **fields) -> None:
     _anndata.write(
-        adata, key, z=z, latent_names=model.latent_names, params=params,
+        adata, key, tables={"activity": z}, latent_names=model.latent_names, params=params,
         history={"loss": np.asarray(history["loss"]), "seconds": np.asarray(history["seconds"])},
         load=decoder_load(model.decoder, model.n_obs, n_weights_encoder=model.encoder.n_weights), **fields,
     )  # fmt: skip
@@ -333,7 +333,7 @@ def fit_autoencoder(
     if prior is not None:
         params.update(tmin=tmin, n_edges=len(prior.edges), signed_prior=prior.prior is not None)
     _anndata.write(
-        adata, key_added, z=result.encode_tensor(x), latent_names=latent_names, params=params,
+        adata, key_added, tables={"activity": result.encode_tensor(x)}, latent_names=latent_names, params=params,
         weights=result.weights if decoder.one_layer else None,
         history={"loss": np.asarray(history["loss"]), "seconds": np.asarray(history["seconds"])},
         load=decoder_load(decoder, len(x), n_weights_encoder=encoder.n_weights), orientation=orientation,
@@ -384,7 +384,7 @@ def encode(
     key = _anndata.check_key_name(model.key if key_added is None else key_added)
     x = _anndata.read(adata, layer=layer, genes=model.var_names).dense(model.device)
     _anndata.write(
-        adata, key, z=model.encode_tensor(x), latent_names=model.latent_names,
+        adata, key, tables={"activity": model.encode_tensor(x)}, latent_names=model.latent_names,
         params={"layer": layer, "kind": model.kind},
     )  # fmt: skip
     logger.info("finished encode in %.2fs: added obsm[%r]", time.perf_counter() - t0, key)

@@ -3,8 +3,9 @@ call :mod:`regdecoder.train`, write once."""
 
 from __future__ import annotations
 
+import functools
 import logging
-import time
+import warnings
 from collections.abc import Sequence
 from copy import deepcopy
 from dataclasses import dataclass
@@ -13,19 +14,30 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
+from scipy.stats import norm as stats_norm
 
 from .. import _anndata
-from .._settings import settings
+from .._settings import Stages, settings
 from ..metrics._load import decoder_load
-from ..nn import COUNT_LIKELIHOODS, LIKELIHOODS, Decoder, DecoderConfig
+from ..nn import COUNT_LIKELIHOODS, Decoder, DecoderConfig, likelihood_output
 from ..pp._net import PriorNet, prepare_net
-from ..train import INFER_ALS, INFER_GRADIENT, fit, orient_decoder, resolve_device, resolve_recipe, solve_latents
+from ..train import (
+    INFER_ALS,
+    INFER_GRADIENT,
+    Recipe,
+    fit,
+    orient_decoder,
+    resolve_device,
+    resolve_recipe,
+    solve_latents,
+)
 from ..train import infer as infer_latents
 from ..train._fit import seeded_module, size_factor_reference
 from ..train._latents import latent_standard_errors
 from ..train._score import marginal_t
 from ..train._source import gather_rows, world
 from ._model import Model
+from ._rank import adjust_pvalues
 
 logger = logging.getLogger("regdecoder")
 
@@ -63,8 +75,11 @@ class _Spec:
         """What the fit records about the network in ``uns[key]``."""
         if self.prior is None:
             return {}
-        out = {
-            "collinear": {k: np.asarray(v, dtype=object) for k, v in self.prior.collinear.items()},
+        groups = self.prior.collinear.items()
+        out = {  # tables, not dicts keyed by TF names: h5ad and zarr store any name as a value
+            "collinear": pd.DataFrame(
+                [(k, tf) for k, tfs in groups for tf in tfs], columns=["latent", "tf"], dtype=object
+            ),
             "identifiability": self.prior.overlap().reset_index(),
         }
         if self.soft_mask:
@@ -101,9 +116,7 @@ def _spec(
     seed,
 ) -> _Spec:
     """Check every argument of :func:`fit_decoder` (before any data is read)."""
-    if gene_likelihood not in LIKELIHOODS:
-        msg = f"`gene_likelihood` must be one of {LIKELIHOODS}, got {gene_likelihood!r}."
-        raise ValueError(msg)
+    likelihood, output = likelihood_output(gene_likelihood)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         msg = f"`seed` must be a non-negative integer, got {seed!r}."
         raise TypeError(msg)
@@ -141,40 +154,104 @@ def _spec(
         raise ValueError(msg)
     if weights == "auto":
         load = prior.median_load(n_obs) if signed else float("inf")
-        weights = "prior" if load < MIN_GENE_LOAD and gene_likelihood == "mse" and not soft_mask else "fit"
+        weights = "prior" if load < MIN_GENE_LOAD and likelihood == "mse" and not soft_mask else "fit"
         if weights == "prior":
             logger.warning(
                 "Too few cells to learn the weights (median %.2f cells per free weight of a gene, below %g): the "
-                "weights are fixed at the prior's signs and only the activities and gene offsets are fitted "
+                "weights are fixed at the prior's signs and only the activities (and gene offsets) are fitted "
                 "(weights='prior'; pass weights='fit' to learn them anyway).",
                 load, MIN_GENE_LOAD,
             )  # fmt: skip
     one_layer = not hidden
-    rec = resolve_recipe(recipe, one_layer=one_layer, likelihood=gene_likelihood, soft_mask=bool(soft_mask))
+    rec = resolve_recipe(recipe, one_layer=one_layer, likelihood=likelihood, soft_mask=bool(soft_mask))
     if weights == "prior" and rec.solver != "als":
-        msg = "weights='prior' runs on the ALS solver (one-layer decoders, gene_likelihood='mse', a hard mask)."
+        msg = "weights='prior' runs on the ALS solver (one-layer decoders, gene_likelihood='mse' or 'normal', a hard mask)."
         raise ValueError(msg)
-    if rec.solver == "als" and (not one_layer or gene_likelihood != "mse" or soft_mask):
+    if rec.solver == "als" and (not one_layer or likelihood != "mse" or soft_mask):
         msg = (
-            "The ALS solver fits one-layer decoders with gene_likelihood='mse' and a hard mask; use "
+            "The ALS solver fits one-layer decoders with gene_likelihood='mse' or 'normal' and a hard mask; use "
             "recipe={'solver': 'gradient'} (or the default) for hidden layers, count likelihoods or soft_mask."
         )
         raise ValueError(msg)
     if rec.solver != "als" and world()[1] > 1:
         msg = "Only the ALS solver runs across processes (torch.distributed); use the default recipe there."
         raise ValueError(msg)
+    if bias and n_obs == 1:
+        logger.warning(
+            "A single sample cannot determine a per-gene offset: the decoder is fitted without offsets (bias=False). "
+            "Its activities are ulm's statistic of the profile on the prior's weights, its latents the least-squares "
+            "fit of the profile on them (pass several samples to fit offsets)."
+        )
     config = DecoderConfig(
         n_genes=len(var_names),
         n_latent=len(latent_names),
         hidden=tuple(hidden),
-        bias=bias,
-        output="softplus" if gene_likelihood in COUNT_LIKELIHOODS else "relu",
+        bias=bias and n_obs > 1,
+        output=output,
         masked=prior is not None,
-        likelihood=gene_likelihood,
+        likelihood=likelihood,
     )
     return _Spec(config, prior, latent_names, rec, soft_mask, weights == "prior")
 
 
+#: fit_decoder's keywords of regdecoder 0.1 and their spelling since 0.2; accepted, with a
+#: FutureWarning, until 0.3.
+_OLD_KEYWORDS = {
+    "progress": "rd.settings.progress = {!r} (before the call)",
+    "loss": "gene_likelihood={!r}",
+    "callback": "recipe={{'callback': f}}",
+    "max_epochs": "recipe={{'max_epochs': {!r}}}",
+}
+
+
+def _accept_old_keywords(func):
+    """``fit_decoder`` that also takes 0.1's ``progress=``, ``loss=``, ``callback=`` and
+    ``max_epochs=`` (a FutureWarning names the new spelling), as scanpy and anndata deprecate."""
+
+    @functools.wraps(func)
+    def wrapper(adata, **kwargs):
+        old = {k: kwargs.pop(k) for k in list(kwargs) if k in _OLD_KEYWORDS}
+        if not old:
+            return func(adata, **kwargs)
+        for k, v in old.items():
+            msg = (
+                f"fit_decoder's `{k}=` is regdecoder 0.1's spelling and goes in 0.3; use "
+                f"`{_OLD_KEYWORDS[k].format(v)}` instead."
+            )
+            warnings.warn(msg, FutureWarning, stacklevel=2)
+        if "loss" in old:
+            _not_both("loss", "`gene_likelihood=`", "gene_likelihood" in kwargs)
+            kwargs["gene_likelihood"] = old["loss"]
+        moved = {k: old[k] for k in ("callback", "max_epochs") if k in old}
+        if moved:
+            kwargs["recipe"] = _recipe_with(kwargs.get("recipe"), moved)
+        before = settings.progress
+        settings.progress = bool(old.get("progress", before))
+        try:
+            return func(adata, **kwargs)
+        finally:
+            settings.progress = before
+
+    return wrapper
+
+
+def _not_both(old: str, new: str, both: bool) -> None:
+    if both:
+        msg = f"Give {new} only: `{old}=` is its 0.1 spelling."
+        raise TypeError(msg)
+
+
+def _recipe_with(recipe, fields: dict):
+    """``recipe`` (None, a preset name, a dict or a Recipe) with 0.1's recipe keywords added."""
+    if isinstance(recipe, Recipe):
+        return recipe.updated(fields)
+    out = {"preset": recipe} if isinstance(recipe, str) else dict(recipe or {})
+    for k in fields:
+        _not_both(k, f"`recipe={{{k!r}: ...}}`", k in out)
+    return {**out, **fields}
+
+
+@_accept_old_keywords
 def fit_decoder(
     adata: AnnData,
     *,
@@ -198,8 +275,10 @@ def fit_decoder(
 ) -> Model:
     """Train a decoder and every cell's latent vector, with no encoder.
 
-    Each cell's latent ``z`` is a free parameter learned jointly with the decoder
-    (Dalmasso et al., decoder-only training). With a prior ``net`` the decoder is one
+    Each cell's latent ``z`` is a free parameter learned jointly with the decoder, the
+    decoder-only training of Schuster & Krogh, "A Manifold Learning Perspective on
+    Representation Learning: Learning Decoder and Representations without an Encoder",
+    Entropy 23 (2021) 1403. With a prior ``net`` the decoder is one
     :class:`~regdecoder.nn.SparseLinear` layer masked by the network,
     ``x = ReLU(W z + b)`` (the paper's eq. 6), and ``z`` holds TF activities. Without
     ``net``, a dense one-layer decoder (or an MLP with ``hidden``) with ``n_latent``
@@ -245,9 +324,16 @@ def fit_decoder(
         warning says so), else ``'fit'``.
     gene_likelihood
         ``'mse'`` (default; log-normalised data; the zeros of the ReLU output are censored
-        values), or for raw counts (non-negative integers) ``'poisson'`` or ``'nb'``
-        (negative binomial with a learned dispersion per gene): the mean count is then
-        ``size_factor * softplus(W z + b)`` and the fit runs on the gradient engine.
+        values); ``'normal'`` for signed data (contrasts such as log fold changes, t- or
+        z-statistics of a differential expression, KO minus WT, perturbation signatures of
+        -1/0/+1, pseudobulk contrasts, ``sc.pp.scale``'d values): Gaussian errors on a
+        linear output ``W z + b``, nothing censored, and the marginal t of the profile as
+        it is (no centre); or for raw counts (non-negative integers) ``'poisson'`` or
+        ``'nb'`` (negative binomial with a learned dispersion per gene): the mean count is
+        then ``size_factor * softplus(W z + b)`` and the fit runs on the gradient engine.
+        With one sample (one contrast vector, one cell, one bulk profile) the weights are
+        the prior's (``weights='auto'``) and no offsets are fitted: the activities are
+        ulm's statistic per TF, with its p-value.
     library_size
         Count likelihoods: ``obs`` column with each cell's library size; None uses the
         cells' total counts. Size factors are library sizes over a reference stored in
@@ -286,11 +372,14 @@ def fit_decoder(
 
     ``obsm[key_added]``
         The TF activities, cells x TFs, a float32 DataFrame with the TF names as columns
-        (``sc.pp.neighbors(use_rep=key_added)`` takes it). With a ``net``: each TF's
-        marginal t-value, the t-statistic of the cell's expression (centred by the training
-        mean of each gene) regressed on the TF's learned regulon, on a common unitless scale
-        (about N(0, 1) where the TF is inactive; :mod:`regdecoder.train._score`). Without a
-        ``net``, or with a count likelihood: the latents.
+        (``sc.pp.neighbors(use_rep=key_added)`` takes it). With a ``net``, whatever the
+        solver: each TF's marginal t-value, decoupler's ulm statistic on the learned weights
+        (the t-value of the slope, intercept included, of the cell's profile regressed on
+        the TF's weights over all ``G`` genes, ``G - 2`` degrees of freedom; the profile is
+        the expression minus each gene's training mean, or as it is for a linear output or
+        a single sample), on a common unitless scale (about N(0, 1) where the TF is
+        inactive; :mod:`regdecoder.train._score`). Without a ``net``, or with a count
+        likelihood: the latents.
     ``obsm[key_added + '_z']``
         With a ``net``: the decoder's latents (its representation: ``x ~ ReLU(W z + b)``),
         solved for the final weights by the solver :func:`infer` uses (the minimiser of the
@@ -299,16 +388,21 @@ def fit_decoder(
         errors cost one ``k x k`` inverse per cell and are computed only when asked:
         ``rd.tl.infer(adata, model, standard_errors=True, key_added=...)`` solves the same cells
         to the same latents (to that tolerance) and adds them.
-    ``obsm[key_added + '_pvals']``
-        Two-sided p-values of the t-values (``G - 1`` degrees of freedom).
+    ``obsm[key_added + '_pvals']``, ``obsm[key_added + '_padj']``
+        Two-sided p-values of the t-values (``G - 2`` degrees of freedom), and the same
+        adjusted by Benjamini-Hochberg over the TFs of each cell (decoupler's convention
+        for its per-cell ``padj_<method>``; NaN stays NaN).
     ``varm[key_added + '_weights']``
-        Learned weights, genes x latents (one-layer decoders).
+        Learned weights, genes x latents (one-layer decoders), when the model's genes are
+        ``var_names``; else (``use_raw=True`` with other genes in ``raw``) the tidy table
+        ``uns[key_added]['weights']`` (``source``, ``target``, ``weight``). Read either
+        with :func:`regdecoder.get.weights`.
     ``uns[key_added]``
         ``latent_names``, ``statistic`` (``'t'`` or ``'z'``: what ``obsm[key_added]``
         holds), ``params`` (every setting that changed the result, the seed included),
         ``history`` (loss per epoch, training seconds), ``load`` (the decoder load
         alpha_d), ``orientation`` (sign rule per latent); with a ``net`` also
-        ``collinear`` (the groups of identical regulons and what was done) and
+        ``collinear`` (a table ``latent``, ``tf`` of the identical regulons merged) and
         ``identifiability`` (per TF: targets, largest overlap with another TF's targets,
         and which); with ``soft_mask`` also ``net``, the prior used (read by
         :func:`regdecoder.get.new_edges`).
@@ -325,9 +419,11 @@ def fit_decoder(
         (the ReLU model) or non-integers (count likelihoods); a network that matches no
         gene or leaves no TF with ``tmin`` targets; duplicate genes or edges.
     """
-    t0 = time.perf_counter()
+    clock = Stages()
+    settings.apply_threads()
     _anndata.check_key_name(key_added)
-    _, _, var_names = _anndata.matrix(adata, layer, use_raw)
+    _, where, var_names = _anndata.matrix(adata, layer, use_raw)
+    _anndata.check_writable(adata)
     spec = _spec(
         list(map(str, var_names)), adata.n_obs, net=net, n_latent=n_latent, hidden=hidden, bias=bias, tmin=tmin,
         collinear=collinear, weights=weights, gene_likelihood=gene_likelihood, n_extra=n_extra,
@@ -340,29 +436,35 @@ def fit_decoder(
     if gene_likelihood == "mse":
         _anndata.warn_if_counts(source)
     data = source if stream else source.dense(dev)
+    clock.done(
+        "read %d cells x %d genes from %s (%s)",
+        adata.n_obs,
+        len(var_names),
+        where,
+        "in chunks" if stream else "at once",
+    )
     sf, library_ref = _size_factors(adata, source, data, library_size, cfg, dev)
     prior_sign = spec.prior_sign(dev)
     names = (list(map(str, var_names)), spec.latent_names)
-    logger.info("fitting %r decoder on %d cells with %s on %s", cfg, adata.n_obs, rec.solver, dev)
+    logger.info("fitting a decoder with %d latents on %d cells: %s on %s", cfg.n_latent, adata.n_obs, rec.solver, dev)
     decoder, z, history = fit(
         spec.decoder(seed, dev), data, rec, prior_sign=prior_sign, size_factors=sf, soft_mask=spec.soft_mask,
         fixed_weights=spec.fixed_weights, seed=seed, progress=settings.progress,
         callback=_callback(rec.callback, prior_sign, names),
     )  # fmt: skip
+    clock.done("%s fit, %d epochs", rec.solver, len(history["loss"]))
     _warn_unconverged(rec, history)
     model, z, stats = _finish(decoder, z, history, data, prior_sign, names, library_ref, source.n_total, stream)
     params = spec.params(
-        layer=layer, use_raw=use_raw, bias=bias, gene_likelihood=gene_likelihood, library_size=library_size,
+        layer=layer, use_raw=use_raw, bias=cfg.bias, gene_likelihood=gene_likelihood, library_size=library_size,
         seed=seed, device=str(dev), tmin=tmin, n_extra=n_extra, collinear=collinear,
     )  # fmt: skip
-    _write_activities(
+    _write(
         adata, key_added, model, z, stats, params, weights=model.weights if decoder.one_layer else None,
         history=_history(history), load=decoder_load(decoder, adata.n_obs), orientation=model.orientation,
         **spec.net_fields(),
     )  # fmt: skip
-    logger.info(
-        "finished fit_decoder in %.1fs: added obsm[%r], uns[%r]", time.perf_counter() - t0, key_added, key_added
-    )
+    logger.info("finished fit_decoder in %.1f s: added obsm[%r], uns[%r]", clock.total, key_added, key_added)
     return model
 
 
@@ -378,13 +480,12 @@ def _size_factors(adata, source, data, library_size, cfg, dev):
 def _finish(decoder, z, history, data, prior_sign, names, library_ref, n_total, stream):
     """Orient the fitted decoder, wrap it in a Model and solve the training cells' latents and
     statistics as :func:`infer` solves new cells (gathered over processes when sharded)."""
-    gene_mean = history.pop("gene_mean", None)
+    center = _center(decoder, history.pop("gene_mean", None), data, n_total)
     detected = history.pop("gene_detected", None)
     z, orientation = orient_decoder(decoder, z, prior_sign)
     decoder.eval()
     model = Model(decoder, var_names=names[0], latent_names=names[1], orientation=orientation, history=history,
-                  library_ref=library_ref, n_obs=n_total,
-                  gene_mean=None if gene_mean is None else gene_mean.cpu(),
+                  library_ref=library_ref, n_obs=n_total, gene_mean=center,
                   gene_detected=None if detected is None else detected.cpu())  # fmt: skip
     # from the ALS's last latents (converged with the weights): 1.7x fewer solver steps than infer's
     # start on the scale benchmark's cells, the same latents to the solver's tolerance
@@ -395,6 +496,22 @@ def _finish(decoder, z, history, data, prior_sign, names, library_ref, n_total, 
     z = gather_rows(torch.as_tensor(z), n_total) if stream else torch.as_tensor(z)
     model.z_mean = z.mean(0)
     return model, z, stats
+
+
+def _center(decoder, gene_mean, data, n_total: int) -> torch.Tensor | None:
+    """The centre of the marginal t (:mod:`regdecoder.train._score`), whatever the solver: each
+    gene's training mean for the ReLU model (a cell's activity is relative to the average
+    training cell); zeros for the linear decoder (signed data are relative already: contrasts,
+    scaled values) and for a single training sample (ulm on the profile as it is). None for
+    decoders that report no marginal t."""
+    cfg = decoder.config
+    if not (decoder.one_layer and cfg.masked and cfg.likelihood == "mse"):
+        return None
+    if cfg.output == "linear" or n_total == 1:
+        return torch.zeros(cfg.n_genes)
+    if gene_mean is None:  # the gradient engine (data in memory) does not compute it
+        gene_mean = torch.as_tensor(data).mean(0, dtype=torch.float64)
+    return gene_mean.to(torch.float32).cpu()
 
 
 def _warn_unconverged(rec, history: dict) -> None:
@@ -425,26 +542,29 @@ def _statistics(
     latents (and their standard errors when asked), and the marginal t of each TF with its
     p-value. Empty for other decoders (their latents are the activities)."""
     dec = model.decoder
+    # gene_mean (the centre) is set by every fit of such a decoder, whatever the solver; None: 0.1.0's models
     if not (dec.one_layer and dec.config.masked and model.likelihood == "mse" and model.gene_mean is not None):
         return {}
     w, b = dec.get_weight(), dec.get_bias()
     relu = dec.config.output == "relu"
+    clock = Stages()
+    logger.info("solving the latents of every cell, the decoder frozen ...")
     z, info = solve_latents(
         data, w, b, relu=relu, max_iter=INFER_ALS["max_iter"] if max_iter is None else max_iter,
         tol=INFER_ALS["tol"] if tol is None else tol, detected=model.gene_detected, z0=z0,
         progress=settings.progress,
     )  # fmt: skip
     steps = int(info["n_iter"].max()) if len(info["n_iter"]) else 0
-    logger.info(
-        "solved the latents of %d cells in %.1fs (conjugate gradients: %d steps at most; exact Newton method: %d "
-        "cell(s))", len(z), info["seconds"], steps, int(info["exact"].sum()),
+    clock.done(
+        "latents of %d cells (conjugate gradients: %d steps at most; exact Newton method: %d cell(s))",
+        len(z), steps, int(info["exact"].sum()),
     )  # fmt: skip
     se = None
     if standard_errors:
-        t0 = time.perf_counter()
         se = latent_standard_errors(data, w, b, z, relu=relu, progress=settings.progress)
-        logger.info("computed the latents' standard errors of %d cells in %.1fs", len(z), time.perf_counter() - t0)
+        clock.done("standard errors of the latents of %d cells", len(z))
     t, p = marginal_t(data, w, model.gene_mean)
+    clock.done("marginal t-values and p-values of %d TFs", t.shape[1])
     none = np.isnan(t).all(1) if t.shape[1] else np.zeros(t.shape[0], dtype=bool)
     empty = int(none.sum())
     if empty and se is not None:  # no expression identifies no latent: no standard errors (z_t, z_pvals NaN too)
@@ -458,18 +578,35 @@ def _statistics(
     return {"z": z, "z_se": se, "t": t, "pvals": p, "steps": steps}
 
 
-def _write_activities(adata, key: str, model: Model, z, stats: dict, params: dict, **fields) -> None:
-    """obsm[key] is the marginal t when the decoder reports it (else the latents), beside the
-    latents, their standard errors and the p-values; uns[key]['statistic'] says which."""
-    if stats:
-        obsm = {key + "_z": z, key + "_pvals": stats["pvals"]}
-        if stats.get("z_se") is not None:
-            obsm[key + "_z_se"] = stats["z_se"]
-        main, statistic = stats["t"], "t"
-    else:
-        obsm, main, statistic = {}, z, "z"
-    _anndata.write(adata, key, z=main, latent_names=model.latent_names, params=params, obsm=obsm,
-                   statistic=statistic, **fields)  # fmt: skip
+#: What ``obsm[key]`` holds for a decoder that reports statistics (one layer, masked by a network,
+#: squared error), for every solver: ``'t'``, each TF's marginal t (ulm's statistic on the learned
+#: weights, :mod:`regdecoder.train._score`), or ``'z'``, the decoder's latents. The one switch.
+ACTIVITY = "t"
+
+
+def _report(z, stats: dict) -> tuple[dict, str]:
+    """The tables of the results record a fit or an inference writes, and the statistic
+    ``obsm[key]`` holds (:data:`ACTIVITY`; the latents for decoders without statistics). The
+    p-values come with their Benjamini-Hochberg adjustment within each cell, over its TFs
+    (decoupler's convention for its per-cell ``padj_<method>``). The latents' standard errors
+    are in the record only when asked for (``infer(standard_errors=True)``)."""
+    if not stats:
+        return {"activity": z}, "z"
+    tables = {"z": z} if stats.get("z_se") is None else {"z": z, "z_se": stats["z_se"]}
+    if ACTIVITY == "t":
+        tables, statistic = {**tables, "activity": stats["t"], "pvals": stats["pvals"]}, "t"
+    else:  # the latents' p-values need their standard errors: NaN where not asked for
+        se = stats.get("z_se")
+        z_t = np.asarray(z) / (np.asarray(se) if se is not None else np.nan)
+        tables, statistic = {**tables, "activity": z, "pvals": 2 * stats_norm.sf(np.abs(z_t))}, "z"
+    return {**tables, "padj": adjust_pvalues(tables["pvals"], axis=1)}, statistic
+
+
+def _write(adata, key: str, model: Model, z, stats: dict, params: dict, **fields) -> None:
+    """Write a fit's or an inference's results once, through the record (:mod:`regdecoder._anndata`)."""
+    tables, statistic = _report(z, stats)
+    _anndata.write(adata, key, tables=tables, latent_names=model.latent_names, params=params,
+                   genes=model.var_names, statistic=statistic, **fields)  # fmt: skip
 
 
 def _nonzero_normalised(x: torch.Tensor, sf: np.ndarray) -> np.ndarray:
@@ -554,7 +691,8 @@ def infer(
     -------
     ``None``, or a copy when ``copy=True``. Writes ``obsm[key_added]`` (cells x
     latents, float32 DataFrame: the activities, as fit_decoder writes them), for masked
-    decoders also ``obsm[key_added + '_z']``, ``'_pvals'`` and, when asked, ``'_z_se'`` (see
+    decoders also ``obsm[key_added + '_z']``, ``'_pvals'``, ``'_padj'`` and, when asked,
+    ``'_z_se'`` (see
     :func:`fit_decoder`), and ``uns[key_added]`` (``latent_names``, ``params``,
     ``n_iter``, ``statistic``).
 
@@ -570,9 +708,11 @@ def infer(
     if not isinstance(model, Model):
         msg = f"`model` must be a regdecoder Model (from rd.tl.fit_decoder or Model.load), got {type(model).__name__}."
         raise TypeError(msg)
-    t0 = time.perf_counter()
+    clock = Stages()
+    settings.apply_threads()
     _anndata.check_free(adata, _anndata.check_key_name(key_added), by="rd.tl.infer")
     _check_standard_errors(standard_errors)
+    _anndata.check_writable(adata)
     count = model.likelihood != "mse"
     stream = (
         not count
@@ -588,6 +728,7 @@ def infer(
             _anndata.library_sizes(adata, source, library_size) / model.library_ref, dtype=torch.float32
         )
     data = source if stream else source.dense(model.device)
+    clock.done("read %d cells x %d genes (%s)", adata.n_obs, len(model.var_names), "in chunks" if stream else "at once")
     stats = (
         _statistics(model, data, max_iter=max_iter, tol=tol, standard_errors=standard_errors)
         if method in ("auto", "als")
@@ -612,6 +753,6 @@ def infer(
         "layer": layer, "use_raw": use_raw, "method": method, "max_iter": max_iter, "tol": tol,
         "standard_errors": standard_errors,
     }  # fmt: skip
-    _write_activities(adata, key_added, model, z, stats, params, n_iter=int(n_iter))
-    logger.info("finished infer in %.2fs (%d iterations): added obsm[%r]", time.perf_counter() - t0, n_iter, key_added)
+    _write(adata, key_added, model, z, stats, params, n_iter=int(n_iter))
+    logger.info("finished infer in %.1f s (%d iterations): added obsm[%r]", clock.total, n_iter, key_added)
     return adata if copy else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from anndata import AnnData
@@ -16,7 +17,7 @@ def _encoder_weights(n_genes: int, n_latent: int, hidden: Sequence[int], bias: b
 
 
 def load(
-    source: AnnData | Model | object | None = None,
+    source: AnnData | Model | str | os.PathLike | None = None,
     *,
     n_obs: int | None = None,
     n_genes: int | None = None,
@@ -41,7 +42,8 @@ def load(
         An AnnData fitted by any ``rd.tl.fit_*`` (the load it stored in
         ``uns[key]['load']`` is returned); a fitted :class:`~regdecoder.tl.Model`
         (``n_obs`` defaults to its training cells; with an encoder, its ``alpha_e``);
-        or None to compute from sizes.
+        the path of a model file written by :meth:`~regdecoder.tl.Model.save` (read
+        with :meth:`~regdecoder.tl.Model.load`); or None to compute from sizes.
     n_obs
         Number of training cells ``N``.
     n_genes, n_latent
@@ -62,7 +64,19 @@ def load(
     weights and biases), ``n_weights_all``, ``n_cells``, ``counted`` (which weights
     count) and, where an encoder is involved, ``alpha_e``, ``alpha_ae`` (eq. 3 for
     the whole autoencoder), ``alpha_ae_all_weights`` and ``n_weights_encoder``.
+
+    Raises
+    ------
+    KeyError
+        An AnnData without ``uns[key]['load']`` (names the call to run).
+    FileNotFoundError, ValueError
+        A path with no file, or a file that is not a regdecoder model; sizes that are
+        missing or not positive.
+    TypeError
+        A ``source`` of another type.
     """
+    if isinstance(source, (str, os.PathLike)):
+        source = Model.load(source)
     if isinstance(source, AnnData):
         if key not in source.uns or "load" not in source.uns[key]:
             msg = (
@@ -84,7 +98,10 @@ def load(
         )
         return decoder_load(source.decoder, _positive(n, "n_obs"), n_weights_encoder=n_enc)
     if source is not None:
-        msg = f"`source` must be an AnnData, a Model, an EncoderModel or None (sizes), got {type(source).__name__}."
+        msg = (
+            "`source` must be an AnnData, a Model, an EncoderModel, the path of a saved model or None (sizes), "
+            f"got {type(source).__name__}."
+        )
         raise TypeError(msg)
     if n_obs is None or n_genes is None or n_latent is None:
         msg = "From sizes, give `n_obs`, `n_genes` and `n_latent` (and `n_edges` for a masked decoder)."

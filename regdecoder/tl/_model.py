@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._version import __version__
 from ..nn import Decoder, DecoderConfig, Encoder, EncoderConfig
 from ..train import infer, resolve_device
 
@@ -50,8 +51,10 @@ class Model:
         Count models: the reference library size (size factor = a cell's library size /
         ``library_ref``).
     gene_mean
-        Each gene's mean over the training cells: the centre of the marginal t-values
-        (:mod:`regdecoder.train._score`).
+        The centre of the marginal t-values (:mod:`regdecoder.train._score`), subtracted from
+        every cell: each gene's mean over the training cells for the ReLU model; zeros for the
+        linear decoder (``gene_likelihood='normal'``) and after a single training sample.
+        None for decoders that report no marginal t.
     gene_detected
         The fraction of training cells in which each gene is nonzero (the latent solver's
         preconditioner; :func:`regdecoder.train.solve_latents`), or None.
@@ -201,12 +204,6 @@ class Model:
 
     def to_dict(self) -> dict:
         """The saved form: tensors, numbers and strings only (readable with ``weights_only=True``)."""
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            ver = version("regdecoder")
-        except PackageNotFoundError:
-            ver = "0.0.0+unknown"
         enc = None
         if self.encoder is not None:
             enc = {
@@ -215,7 +212,7 @@ class Model:
             }
         return {
             "format": _FORMAT,
-            "version": ver,
+            "version": __version__,
             "config": self.config.to_dict(),
             "state_dict": {k: v.detach().cpu() for k, v in self.decoder.state_dict().items()},
             "var_names": self.var_names,

@@ -159,8 +159,7 @@ def solve_weights_stats(
         diag[:n_latent] = shrink
     if index.full:  # dense decoder: one shared solve
         eye = torch.eye(n_cols, dtype=gram.dtype, device=gram.device)
-        chol = torch.linalg.cholesky(gram + lam * eye + torch.diag(diag))
-        return torch.cholesky_solve(rhs.T, chol).T
+        return solve_spd((gram + lam * eye + torch.diag(diag))[None], rhs.T[None])[0].T
     # Padded index table in degree order.
     k = index.k_max
     idx = torch.zeros(n_genes, k, dtype=torch.long, device=gram.device)
@@ -183,11 +182,45 @@ def solve_weights_stats(
         if shrink > 0:
             g = g + torch.diag_embed(diag[ii] * vv)
         r = torch.gather(rhs_sorted[start:stop], 1, ii) * vv
-        solved[start:stop, :kk] = torch.linalg.solve(g, r.unsqueeze(2)).squeeze(2) * vv
+        solved[start:stop, :kk] = solve_spd(g, r.unsqueeze(2)).squeeze(2) * vv
     out = torch.zeros(n_genes, index.n_cols, dtype=gram.dtype, device=gram.device)
     genes = index.order[index.genes_sorted]
     out[genes, index.cols] = solved[index.genes_sorted, index.pos]
     return out
+
+
+def solve_spd(g: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Solve a batch of symmetric positive semi-definite systems ``g x = r`` (``b x k x k``, ``b x k x m``).
+
+    By Cholesky factors; a system that is singular in the working precision (its factor fails,
+    or its smallest pivot squared is below ``k * eps`` times its largest diagonal entry, the
+    pseudo-inverse's own cut: e.g. two latents with the same values in every cell, or a latent
+    that is 0 everywhere, and no ridge to speak of) gets the minimum-norm solution from the
+    pseudo-inverse instead. No system goes to an LU solve: on
+    PBMC 3k with all genes, ``torch.linalg.solve``'s batched LU failed inside oneMKL (``lu_solve``
+    pivots < 1) and lost the fit.
+
+    Raises
+    ------
+    FloatingPointError
+        Non-finite statistics (the fit diverged): say so rather than solve garbage.
+    """
+    if not (torch.isfinite(g).all() and torch.isfinite(r).all()):
+        msg = (
+            "The weight step of the ALS met non-finite statistics (NaN or infinite Z'Z or Y'Z): the fit diverged. "
+            "Check the data for extreme values, or raise the ridge."
+        )
+        raise FloatingPointError(msg)
+    chol, info = torch.linalg.cholesky_ex(g)
+    # singular in the working precision: a factor's smallest pivot below the pseudo-inverse's cut
+    cut = g.shape[-1] * torch.finfo(g.dtype).eps * g.diagonal(dim1=-2, dim2=-1).amax(-1)
+    bad = (info != 0) | (chol.diagonal(dim1=-2, dim2=-1).amin(-1) ** 2 <= cut)
+    if bad.any():  # a factor that failed is not a factor: solve those systems apart
+        chol = torch.where(bad[:, None, None], torch.eye(g.shape[-1], dtype=g.dtype, device=g.device), chol)
+    x = torch.cholesky_solve(r, chol)
+    if bad.any():
+        x[bad] = torch.linalg.pinv(g[bad], hermitian=True) @ r[bad]
+    return x
 
 
 def edge_rms(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

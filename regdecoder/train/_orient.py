@@ -8,14 +8,15 @@ The model ``x = ReLU(W z + b)`` is unchanged by ``z_j -> c z_j, w_j -> w_j / c``
 2. **Sign**, by the first rule that applies to the latent:
 
    ``'prior'``
-       the prior network is signed (it has both positive and negative weights):
-       the learned weights must agree with the prior's signs, ``sum_i sign(prior_ij)
-       w_ij > 0``. A repressor's activity then rises when its targets fall.
+       the latent has edges in the prior network (signed, or all +1 for a net without
+       signs): the learned weights must agree with the prior's signs, ``sum_i
+       sign(prior_ij) w_ij > 0``. A repressor's activity then rises when its targets fall.
    ``'mean'``
-       no signed prior and no bias: the mean activity over the training cells is
-       positive (TF levels are non-negative, as in the simulator).
+       no prior edges (``n_extra`` latents, decoders without a net) and no bias: the mean
+       activity over the training cells is positive (TF levels are non-negative, as in the
+       simulator).
    ``'skew'``
-       no signed prior, with a bias (the mean is then not identified): the activity's
+       no prior edges, with a bias (the mean is then not identified): the activity's
        distribution is right-skewed, as levels of a non-negative quantity usually are.
 
 The rule used for each latent is recorded, and the decoder is flipped with it, so
@@ -42,8 +43,10 @@ def orient(
     n_latent = weight.shape[1]
     sign = torch.zeros(n_latent, dtype=weight.dtype, device=weight.device)
     rules = [""] * n_latent
-    signed_prior = prior_sign is not None and bool((prior_sign > 0).any()) and bool((prior_sign < 0).any())
-    if signed_prior:
+    # every latent with prior edges follows them, all-positive nets included (their activities
+    # rise with their targets, as ulm reads them); the skew of a latent's activities inverted
+    # MHC-II regulators in antigen-presenting cells on CollecTRI with every weight set to +1
+    if prior_sign is not None:
         agreement = (weight * prior_sign.to(weight.device, weight.dtype)).sum(0)
         sign = torch.sign(agreement)
     # Statistics of the latents are computed where the latents live (a table paged on the

@@ -2,17 +2,20 @@
 cell (what ``obsm[key]`` holds). The latents and their standard errors come from
 :mod:`regdecoder.train._latents`.
 
-The marginal t (per cell ``c`` and latent ``j``; ``x_c`` the cell's expression centred by
-the training mean of each gene, ``w_j`` the latent's learned weights over all ``G`` genes):
+The marginal t (per cell ``c`` and latent ``j``) is decoupler's ulm statistic (Badia-i-Mompel
+et al. 2022) on the weights the decoder learned: the t-value of the slope of the simple linear
+regression, with an intercept, of the cell's profile over all ``G`` genes of the model on the
+latent's weights (zero off its regulon). With ``y_c = x_c - m`` (``m`` the model's centre, see
+:func:`marginal_t`) and bars for means over genes:
 
-    beta_cj = x_c . w_j / |w_j|^2,   RSS_cj = |x_c|^2 - beta_cj^2 |w_j|^2,
-    se_cj = sqrt(RSS_cj / (G - 1) / |w_j|^2),   t_cj = beta_cj / se_cj,
+    beta_cj = (y_c - ybar_c) . (w_j - wbar_j) / |w_j - wbar_j|^2,
+    RSS_cj = |y_c - ybar_c|^2 - beta_cj^2 |w_j - wbar_j|^2,
+    t_cj = beta_cj / sqrt(RSS_cj / (G - 2) / |w_j - wbar_j|^2),
 
-the t-statistic of regressing the cell's centred expression on the regulon's weights
-through the origin (``G - 1`` degrees of freedom), as decoupler's ulm does with the prior's
-weights (Badia-i-Mompel et al. 2022), here with the weights the decoder learned. Unlike the
-joint latents, it does not hand the signal of shared targets to one of two overlapping
-regulons (on pbmc68k_reduced + CollecTRI, CIITA's regulon lies 70% inside RFX5's).
+with ``G - 2`` degrees of freedom (``decoupler.mt.ulm`` gives the same numbers given ``y`` and
+these weights as its ``net``). Unlike the joint latents, it does not hand the signal of shared
+targets to one of two overlapping regulons (on pbmc68k_reduced + CollecTRI, CIITA's regulon lies
+70% inside RFX5's).
 """
 
 from __future__ import annotations
@@ -28,25 +31,28 @@ from ._source import as_source, stream
 
 @torch.no_grad()
 def marginal_t(data, weight: torch.Tensor, gene_mean: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """The marginal t-values (cells x latents) and their two-sided p-values (t, ``G - 1`` d.f.).
+    """The marginal t-values (cells x latents) and their two-sided p-values (t, ``G - 2`` d.f.).
 
-    ``data``: a tensor or a source; ``weight``: genes x latents; ``gene_mean``: genes.
-    A latent without weights, or a constant cell, gets t = 0 and p = 1; a cell without any
+    ``data``: a tensor or a source; ``weight``: genes x latents; ``gene_mean``: the centre ``m``
+    subtracted from every cell first (genes; zeros for ulm on the data as they are). A latent
+    whose weights are constant, or a constant cell, gets t = 0 and p = 1; a cell without any
     expression gets NaN.
     """
     source = as_source(data)
     dev, dt = weight.device, weight.dtype
-    gene_mean = gene_mean.to(dev, dt)
-    nw = (weight**2).sum(0)
+    center = gene_mean.to(dev, dt)
+    wc = weight - weight.mean(0)  # the intercept: weights centred over the genes
+    nw = (wc**2).sum(0)
     out = np.empty((source.n_obs, weight.shape[1]), dtype=np.float32)
-    df = max(1, source.n_vars - 1)
-    for s, e, xc in stream(source, dev, dt):
-        xc = xc - gene_mean
-        beta = (xc @ weight) / nw.clamp(min=1e-30)
-        rss = ((xc**2).sum(1, keepdim=True) - beta**2 * nw).clamp(min=0)
+    df = max(1, source.n_vars - 2)
+    for s, e, x in stream(source, dev, dt):
+        y = x - center
+        y = y - y.mean(1, keepdim=True)
+        beta = (y @ wc) / nw.clamp(min=1e-30)
+        rss = ((y**2).sum(1, keepdim=True) - beta**2 * nw).clamp(min=0)
         se = (rss / df / nw.clamp(min=1e-30)).sqrt()
         t = torch.where((se > 0) & (nw > 0), beta / se.clamp(min=1e-30), torch.zeros_like(beta))
-        empty = (xc + gene_mean == 0).all(1, keepdim=True)  # a cell with no expression: no activity to report
+        empty = (x == 0).all(1, keepdim=True)  # a cell with no expression: no activity to report
         t = torch.where(empty, torch.full_like(t, float("nan")), t)
         out[s:e] = t.cpu().numpy()
     return out, t_pvalues(out, df)

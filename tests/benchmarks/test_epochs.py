@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
+@pytest.mark.slow  # runs a benchmark script end to end
 def test_epochs_benchmark_runs_and_summarises(tmp_path):
     sys.path.insert(0, str(BENCH))
     try:

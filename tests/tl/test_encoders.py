@@ -81,8 +81,10 @@ def test_load_from_model_anndata_and_encoder(enc_fitted):
         rd.tl.load(n_genes=10, n_latent=2)
     with pytest.raises(ValueError, match="n_edges"):
         rd.tl.load(n_obs=5, n_genes=10, n_latent=2, n_edges=21)
-    with pytest.raises(TypeError, match="source"):
+    with pytest.raises(FileNotFoundError, match="model.pt"):  # a path is read as a saved model (tests/tl/test_load.py)
         rd.tl.load("model.pt")
+    with pytest.raises(TypeError, match="source"):
+        rd.tl.load(3.5)
 
 
 # ---------------------------------------------------------------- fit_encoder / encode

@@ -28,14 +28,24 @@ def _decoder(adata, bias):
 
 
 def _shard_worker(x: np.ndarray, bias: bool, chunk_size: int | None, decoder_state, config: dict) -> dict:
-    """One process of the sharded fit: its block of cells, the same code as in one process."""
+    """One process of the sharded fit: its block of cells, the same code as in one process.
+
+    Returns numpy arrays only: a torch tensor put on torch's multiprocessing queue travels as a
+    handle to the worker's shared memory, which the parent could not open once the worker had
+    exited (FileNotFoundError in multiprocessing's resource sharer, at random)."""
     rank, size = world()
     start, stop = shard_bounds(x.shape[0], rank, size)
     rows, cols = decoder_state["layers.0.rows"], decoder_state["layers.0.cols"]
     dec = Decoder(DecoderConfig(**config), rows, cols)
     source = TensorSource(torch.as_tensor(x), start=start, stop=stop, chunk_size=chunk_size)
     z, hist = fit_als(dec, source, max_epochs=12, progress=False, seed=3)
-    return {"z": z.numpy(), "loss": hist["loss"], "w": dec.get_weight().numpy(), "b": dec.get_bias()}
+    b = dec.get_bias()
+    return {
+        "z": z.numpy(),
+        "loss": [float(v) for v in hist["loss"]],
+        "w": dec.get_weight().numpy(),
+        "b": None if b is None else b.numpy(),
+    }
 
 
 @pytest.mark.parametrize("bias", [False, True])

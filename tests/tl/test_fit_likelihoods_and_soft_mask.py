@@ -212,34 +212,6 @@ def test_soft_mask_finds_edges_missing_from_the_prior():
         rd.get.new_edges(test)
 
 
-def test_pl_activities_and_group_means(fitted):
-    import matplotlib.pyplot as plt
-
-    from regdecoder.pl._activities import group_means
-
-    _, train, _ = fitted
-    train.obs["group"] = np.where(
-        train.obsm["tf_activity"]["TF0"] > train.obsm["tf_activity"]["TF0"].median(), "hi", "lo"
-    )
-    means = group_means(train, "regdecoder", "group")
-    names = list(train.uns["regdecoder"]["latent_names"])
-    hi = train.obs["group"].to_numpy() == "hi"
-    np.testing.assert_allclose(means.loc["hi"].to_numpy(), np.asarray(train.obsm["regdecoder"])[hi].mean(0), rtol=1e-5)
-    assert means.loc["hi", "TF0"] > means.loc["lo", "TF0"]
-    assert list(means.columns) == names
-    fig = rd.pl.activities(train, groupby="group", return_fig=True)
-    assert fig is not None
-    fig2 = rd.pl.activities(train, groupby="group", tfs=["TF0", "TF3"], standard_scale=False, return_fig=True)
-    assert len(fig2.axes[0].get_xticklabels()) == 2
-    plt.close("all")
-    with pytest.raises(KeyError, match="groupby"):
-        rd.pl.activities(train, groupby="cell_type")
-    with pytest.raises(KeyError, match="not latents"):
-        rd.pl.activities(train, groupby="group", tfs=["NOPE"])
-    act = rd.get.activities(train)
-    assert act.shape == (train.n_obs, len(names)) and list(act.var_names) == names
-
-
 def test_extended_fits_leave_the_global_rng_alone(counts):
     state = torch.random.get_rng_state()
     net = counts.uns["sim"]["net"]
