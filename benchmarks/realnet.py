@@ -45,7 +45,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 import warnings
@@ -55,6 +54,9 @@ import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from scale import _sub as run_worker  # noqa: E402  (one way to run a benchmark's worker process)
 
 
 def _rss_gib() -> float:
@@ -231,15 +233,8 @@ def work(a) -> dict:
 
 
 def _sub(args: list[str], timeout: float) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
-    env["OMP_NUM_THREADS"] = args[args.index("--threads") + 1]
-    out = subprocess.run(
-        [sys.executable, __file__, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
-    )
-    if out.returncode != 0:
-        msg = f"worker {args} failed:\n{out.stderr[-4000:]}"
-        raise RuntimeError(msg)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    threads = args[args.index("--threads") + 1]
+    return run_worker(args, timeout, script=__file__, env={"OMP_NUM_THREADS": threads})
 
 
 def plot(df: pd.DataFrame, path: Path) -> None:

@@ -3,6 +3,9 @@ L-BFGS-B, the KKT conditions, closed forms, and the exact active-set Newton meth
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -14,18 +17,11 @@ from regdecoder.train import _latents as latents_mod
 from regdecoder.train._censored_ls import solve_censored, standard_errors
 from regdecoder.train._latents import EXACT_RIDGE, TOL, detection_rate, latent_standard_errors
 
-
-def _problem(seed, n_cells=12, n_genes=60, k=6, density=0.5, bias=True, zero_cells=2, offset=0.0, dtype=torch.float64):
-    rng = np.random.default_rng(seed)
-    w = rng.uniform(-1, 1, (n_genes, k)) * (rng.random((n_genes, k)) < density)
-    w[rng.integers(n_genes, size=k), np.arange(k)] = 1.0  # every latent has a target
-    b = rng.normal(offset, 0.5, n_genes) if bias else None
-    z = rng.gamma(2.0, 1.0, (n_cells, k))
-    p = z @ w.T + (0 if b is None else b) + rng.normal(0, 0.3, (n_cells, n_genes))
-    x = np.maximum(p, 0)
-    x[:zero_cells] = 0.0
-    t = lambda a: None if a is None else torch.tensor(a, dtype=dtype)  # noqa: E731
-    return t(x), t(w), t(b)
+# the problems of the exact method's tests (tests/train/test_censored_ls.py), loaded from its file
+_spec = importlib.util.spec_from_file_location("censored_ls_tests", Path(__file__).with_name("test_censored_ls.py"))
+_censored_ls_tests = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_censored_ls_tests)
+_problem = _censored_ls_tests._problem
 
 
 def _lam(w, ridge=EXACT_RIDGE):
