@@ -32,18 +32,18 @@ step() {  # step SECONDS TITLE COMMAND...: run with a time limit, say how it end
   echo "== device"; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; uptime
   "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
   # the tests marked gpu and those that need CUDA (the CPU suite skips them): latent solver, ALS, fit, images
-  step 60 "CUDA tests" "$PY" -m pytest -q -p no:randomly -m "not slow" -rs tests -k "cuda or gpu"
-  step 40 "paper setting (1,000 genes, 100 TFs): 10^4 cells, fit + infer on the GPU, mlm/ulm on $THREADS CPU threads" \
+  step 45 "CUDA tests" "$PY" -m pytest -q -p no:randomly -m "not slow" -rs tests -k "cuda or gpu"
+  step 35 "paper setting (1,000 genes, 100 TFs): 10^4 cells, fit + infer on the GPU, mlm/ulm on $THREADS CPU threads" \
     "$PY" benchmarks/realnet.py --device cuda --threads "$THREADS" --settings paper --sizes 10000 --out "$OUT/paper"
   if [ -n "${REGDECODER_COLLECTRI:-}" ]; then
-    step 110 "realnet at 10^5 cells: CollecTRI's topology (772 TFs, 6,652 genes); mlm/ulm on the first 2x10^4" \
+    step 125 "realnet at 10^5 cells: CollecTRI's topology (772 TFs, 6,652 genes), fit and infer 10^5 cells each; mlm/ulm on the first 2x10^4" \
       "$PY" benchmarks/realnet.py --device cuda --threads "$THREADS" --settings collectri --sizes 100000 \
-      --decoupler-cells 20000 --out "$OUT/realnet"
+      --decoupler-cells 20000 --exact-cells 100 --out "$OUT/realnet"
   fi
-  step 60 "realnet at 10^5 cells: a 10^5-edge net (10,000 genes, 1,000 TFs)" \
+  step 85 "realnet at 10^5 cells: a 10^5-edge net (10,000 genes, 1,000 TFs), fit on 10^4 cells, infer 10^5" \
     "$PY" benchmarks/realnet.py --device cuda --threads "$THREADS" --settings net1e5 --sizes 100000 \
-    --decoupler-cells 20000 --out "$OUT/realnet_net1e5"
-  step 150 "10^6 cells x 2,000 genes, 200 TFs (sparse, backed): fit to |PCC| 0.98, infer 10^6 new cells, mlm on 2x10^4" \
+    --fit-cells 10000 --decoupler-cells 20000 --exact-cells 100 --out "$OUT/realnet_net1e5"
+  step 130 "10^6 cells x 2,000 genes, 200 TFs (sparse, backed): fit to |PCC| 0.98, infer 10^6 new cells, mlm on 2x10^4" \
     "$PY" benchmarks/scale.py --device cuda --workers "$THREADS" --sizes 1000000 --max-epochs 30 --cell-epochs 1e8 \
     --stop-pcc 0.98 --mlm-cells 20000 --out "$OUT/scale" --data-dir "$DATA"
   step 30 "torch.distributed: the sharded ALS with nccl (one process per GPU) against one process" \
