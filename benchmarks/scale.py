@@ -248,10 +248,14 @@ def work_mlm(a) -> dict:
 
 
 # ----------------------------------------------------------------- driver
-def _sub(args: list[str], timeout: float) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
+def _sub(args: list[str], timeout: float, script: str = __file__, env: dict | None = None) -> dict:
+    """Run ``script`` (a benchmark) with ``args`` in a new process, this checkout first on the path
+    and ``env`` added to the environment; its last line of output, JSON, is the result."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])} | (
+        env or {}
+    )
     out = subprocess.run(
-        [sys.executable, __file__, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
+        [sys.executable, script, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
     )
     if out.returncode != 0:
         msg = f"worker {args[:2]} failed:\n{out.stderr[-4000:]}"

@@ -583,6 +583,11 @@ def read_table(adata: AnnData, key: str = "regdecoder", name: str = "activity") 
     hint = "rd.tl.fit_decoder` or `rd.tl.infer" if name == "activity" else (
         "rd.tl.fit_decoder(adata, net=net)` or `rd.tl.infer(adata, model)` with a decoder masked by a network"
     )  # fmt: skip
+    if name == "z_se":  # computed only when asked (one k x k inverse per cell)
+        hint = (
+            "rd.tl.infer(adata, model, standard_errors=True)` (standard errors are computed only when asked) with a "
+            "decoder masked by a network, as fitted by `rd.tl.fit_decoder(adata, net=net)"
+        )
     return latents(adata, table_key(key, name), hint=hint)
 
 

@@ -50,12 +50,14 @@ def grn():
     "recipe", [None, {"solver": "gradient", "max_epochs": 3}, {"preset": "paper", "max_epochs": 2}], ids=str
 )
 def test_every_solver_reports_the_same_statistic(grn, recipe):
-    """A masked squared-error decoder reports the marginal t, its p-values, the latents and their
-    standard errors, whichever solver fitted it (0.2 wrote raw latents for the gradient solvers)."""
+    """A masked squared-error decoder reports the marginal t, its p-values and the latents (their
+    standard errors when asked, by infer), whichever solver fitted it (0.2 wrote raw latents for the
+    gradient solvers)."""
     a = grn.copy()
     model = rd.tl.fit_decoder(a, net=grn.uns["sim"]["net"], recipe=recipe)
     assert a.uns["regdecoder"]["statistic"] == "t"
-    assert {_anndata.table_key("regdecoder", n) for n in _anndata.TABLES} <= set(a.obsm)
+    assert {_anndata.table_key("regdecoder", n) for n in _anndata.TABLES if n != "z_se"} <= set(a.obsm)
+    assert "regdecoder_z_se" not in a.obsm
     x = np.asarray(a.X, dtype=np.float64) - np.asarray(a.X, dtype=np.float64).mean(0)
     w = model.weights.astype(np.float64)
     wc = w - w.mean(0)
@@ -68,12 +70,18 @@ def test_every_solver_reports_the_same_statistic(grn, recipe):
 
 def test_the_record_reads_back_what_it_wrote_into_another_anndata(grn):
     a = grn.copy()
-    rd.tl.fit_decoder(a, net=grn.uns["sim"]["net"], key_added="fit")
+    model = rd.tl.fit_decoder(a, net=grn.uns["sim"]["net"], key_added="fit")
+    rd.tl.infer(a, model, standard_errors=True, key_added="inf")  # every table, the standard errors too
     payload = _anndata.read_results(a, "fit")
     b = grn.copy()
     _anndata.write(b, "fit", **payload)
     for name in _anndata.TABLES:
-        pd.testing.assert_frame_equal(_anndata.read_table(a, "fit", name), _anndata.read_table(b, "fit", name))
+        if name != "z_se":
+            pd.testing.assert_frame_equal(_anndata.read_table(a, "fit", name), _anndata.read_table(b, "fit", name))
+    c = grn.copy()
+    _anndata.write(c, "inf", **_anndata.read_results(a, "inf"))
+    for name in _anndata.TABLES:
+        pd.testing.assert_frame_equal(_anndata.read_table(a, "inf", name), _anndata.read_table(c, "inf", name))
     np.testing.assert_array_equal(a.varm["fit_weights"], b.varm["fit_weights"])
     pd.testing.assert_frame_equal(rd.get.weights(a, "fit"), rd.get.weights(b, "fit"))
     assert b.uns["fit"]["statistic"] == "t" and list(b.uns["fit"]["latent_names"]) == list(a.uns["fit"]["latent_names"])

@@ -128,7 +128,7 @@ def test_each_stage_says_its_time(files, tmp_path, caplog):
         assert main("fit", files / "in.h5ad", "--net", files / "net.tsv", "--out", tmp_path / "o.h5ad",
                     "--model", tmp_path / "m.pt", "--n-threads", "1") == 0  # fmt: skip
     timed = [r.getMessage() for r in caplog.records if re.search(r" in \d+\.\d s", r.getMessage())]
-    stages = ["read ", "read the network", "read 60 cells", "als fit, ", "exact latents", "marginal t",
+    stages = ["read ", "read the network", "read 60 cells", "als fit, ", "latents of 60 cells", "marginal t",
               "finished fit_decoder", "wrote "]  # fmt: skip
     for stage in stages:
         assert any(line.startswith(stage) for line in timed), (stage, timed)
@@ -136,17 +136,17 @@ def test_each_stage_says_its_time(files, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="regdecoder"):
         assert main("infer", files / "in.h5ad", "--model", tmp_path / "m.pt", "--out", tmp_path / "i.h5ad") == 0
     timed = [r.getMessage() for r in caplog.records if re.search(r" in \d+\.\d s", r.getMessage())]
-    for stage in ["read ", "exact latents", "finished infer", "wrote "]:
+    for stage in ["read ", "latents of 60 cells", "finished infer", "wrote "]:
         assert any(line.startswith(stage) for line in timed), (stage, timed)
 
 
-def test_the_exact_pass_is_announced_before_it_starts(files, caplog):
+def test_the_latent_pass_is_announced_before_it_starts(files, caplog):
     adata = ad.read_h5ad(files / "in.h5ad")
     with caplog.at_level(logging.INFO, logger="regdecoder"):
         rd.tl.fit_decoder(adata, net=adata.uns["sim"]["net"])
     lines = [r.getMessage() for r in caplog.records]
-    start = next(i for i, m in enumerate(lines) if m.startswith("solving the exact latents"))
-    assert lines[start + 1].startswith("exact latents and standard errors of 60 cells")  # it reports its time next
+    start = next(i for i, m in enumerate(lines) if m.startswith("solving the latents of every cell"))
+    assert lines[start + 1].startswith("latents of 60 cells")  # it reports its time next
 
 
 # ------------------------------------------------------- errors and exit codes
@@ -383,7 +383,7 @@ def test_python_m_regdecoder_fits_and_infers(files, tmp_path):
     out, model = tmp_path / "out.h5ad", tmp_path / "model.pt"
     proc = run("fit", files / "in.h5ad", "--net", files / "net.tsv", "--out", out, "--model", model, "--n-threads", "1")
     assert proc.returncode == 0, proc.stderr
-    assert "wrote" in proc.stdout and "exact latents" in proc.stderr  # the info log of each stage
+    assert "wrote" in proc.stdout and "latents of 60 cells" in proc.stderr  # the info log of each stage
     proc = run("infer", files / "in.h5ad", "--model", model, "--out", tmp_path / "i.h5ad", "-q")
     assert proc.returncode == 0, proc.stderr
     assert ad.read_h5ad(tmp_path / "i.h5ad").obsm["regdecoder"].shape == (60, 4)

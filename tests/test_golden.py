@@ -29,10 +29,14 @@ TRAIN["als_gloo2/train"] = TRAIN["als_dense/train"]  # 2 processes give the one-
 
 @pytest.fixture(autouse=True)
 def _v010_latent_objective(monkeypatch):
-    """0.1.0's latents minimise the censored loss without a ridge: pin the exact latents' ridge back
-    to the solver's 1e-6 (as recipe='v010' pins the ALS), so the paths compare on one objective. The
-    ridge of 0.2's statistic (EXACT_RIDGE) is tested against its closed form in tests/tl and tests/train."""
-    monkeypatch.setattr(rd.train._score, "EXACT_RIDGE", 1e-6)
+    """0.1.0's latents minimise the censored loss without a ridge: pin the latents' ridge back to the
+    solver's 1e-6 (as recipe='v010' pins the ALS), so the paths compare on one objective. The ridge
+    of 0.2's statistic (EXACT_RIDGE) is tested against its closed form in tests/tl and tests/train.
+    At that ridge the latent solver's default stop (relative KKT residual 1e-3) leaves directions the
+    cell's genes barely determine up to 3% off (gradient_fast: 39 of 780 latents past 1e-3 of the
+    largest magnitude), so it is solved to 1e-7 here."""
+    monkeypatch.setattr(rd.train._latents, "EXACT_RIDGE", 1e-6)
+    monkeypatch.setitem(rd.train._fit.INFER_ALS, "tol", 1e-7)
 
 
 #: A path trained by the gradient engine (Adam) from 10 ALS epochs, whose epochs amplify rounding
@@ -48,8 +52,17 @@ def _check(name, got: dict) -> None:
         assert v.shape == ref.shape, k
         # weights, like latents, within 1e-3 of their largest magnitude: a fixed 1e-3 was tighter than
         # float32 rounding accumulated over a 200-epoch Adam run (gradient_fast: one weight of 3.11 off
-        # by 0.00103 on another install of the same torch, 3.3e-4 relative)
-        np.testing.assert_allclose(v, ref, atol=_AMPLIFIED.get(name, 1e-3) * np.abs(ref).max(), err_msg=k)
+        # by 0.00103 on another install of the same torch, 3.3e-4 relative). Count models infer new
+        # cells by 500 Adam steps from the censored least-squares latents of the counts, which the latent
+        # solver now gives converged (0.1.0: 20 imputation rounds); Adam stops before the optimum, so the
+        # start shows: one of nb/test's 180 latents moved 1.1e-3 of the largest magnitude. Those paths'
+        # new cells compare at 2e-3.
+        rel = 2e-3 if name in COUNT_PATHS and k.endswith("/test") else 1e-3
+        rel = max(rel, _AMPLIFIED.get(name, 0.0))
+        np.testing.assert_allclose(v, ref, atol=rel * np.abs(ref).max(), err_msg=k)
+
+
+COUNT_PATHS = set(mg.count_paths())
 
 
 def _paths():

@@ -31,8 +31,8 @@ def activities(adata: AnnData, key: str = "regdecoder", *, statistic: str = "act
         ``'pvals'``: its two-sided p-values; ``'padj'``: those p-values adjusted by
         Benjamini-Hochberg over the TFs of each cell; ``'z'``: the decoder's latents;
         ``'z_se'``: their standard errors (curvature of the censored loss at the
-        solution); ``'z_t'``: ``z / z_se``; ``'z_pvals'``: two-sided normal p-values of
-        ``z_t`` (as decoupler's mlm reports for its coefficients).
+        solution; written only by ``rd.tl.infer(..., standard_errors=True)``); ``'z_t'``: ``z / z_se``; ``'z_pvals'``: two-sided normal
+        p-values of ``z_t`` (as decoupler's mlm reports for its coefficients).
 
     Returns
     -------

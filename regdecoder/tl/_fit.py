@@ -21,10 +21,20 @@ from .._settings import Stages, settings
 from ..metrics._load import decoder_load
 from ..nn import COUNT_LIKELIHOODS, Decoder, DecoderConfig, likelihood_output
 from ..pp._net import PriorNet, prepare_net
-from ..train import INFER_ALS, INFER_GRADIENT, Recipe, fit, orient_decoder, resolve_device, resolve_recipe
+from ..train import (
+    INFER_ALS,
+    INFER_GRADIENT,
+    Recipe,
+    fit,
+    orient_decoder,
+    resolve_device,
+    resolve_recipe,
+    solve_latents,
+)
 from ..train import infer as infer_latents
 from ..train._fit import seeded_module, size_factor_reference
-from ..train._score import EXACT_MAX_ITER, exact_latents, marginal_t
+from ..train._latents import latent_standard_errors
+from ..train._score import marginal_t
 from ..train._source import gather_rows, world
 from ._model import Model
 from ._rank import adjust_pvalues
@@ -370,12 +380,14 @@ def fit_decoder(
         a single sample), on a common unitless scale (about N(0, 1) where the TF is
         inactive; :mod:`regdecoder.train._score`). Without a ``net``, or with a count
         likelihood: the latents.
-    ``obsm[key_added + '_z']``, ``obsm[key_added + '_z_se']``
+    ``obsm[key_added + '_z']``
         With a ``net``: the decoder's latents (its representation: ``x ~ ReLU(W z + b)``),
-        solved exactly for the final weights as :func:`infer` solves new cells, and their
-        standard errors from the curvature of the censored loss at the solution
-        (``sqrt(sigma^2 [W_A' W_A]^-1_jj)``, ``A`` the genes not censored, ``sigma^2`` the
-        residual variance; NaN where not identified).
+        solved for the final weights by the solver :func:`infer` uses (the minimiser of the
+        censored loss plus a small ridge, by :func:`regdecoder.train.solve_latents`, to a
+        relative KKT residual of 1e-3), started at the fit's last latents. Their standard
+        errors cost one ``k x k`` inverse per cell and are computed only when asked:
+        ``rd.tl.infer(adata, model, standard_errors=True, key_added=...)`` solves the same cells
+        to the same latents (to that tolerance) and adds them.
     ``obsm[key_added + '_pvals']``, ``obsm[key_added + '_padj']``
         Two-sided p-values of the t-values (``G - 2`` degrees of freedom), and the same
         adjusted by Benjamini-Hochberg over the TFs of each cell (decoupler's convention
@@ -469,14 +481,18 @@ def _finish(decoder, z, history, data, prior_sign, names, library_ref, n_total, 
     """Orient the fitted decoder, wrap it in a Model and solve the training cells' latents and
     statistics as :func:`infer` solves new cells (gathered over processes when sharded)."""
     center = _center(decoder, history.pop("gene_mean", None), data, n_total)
+    detected = history.pop("gene_detected", None)
     z, orientation = orient_decoder(decoder, z, prior_sign)
     decoder.eval()
     model = Model(decoder, var_names=names[0], latent_names=names[1], orientation=orientation, history=history,
-                  library_ref=library_ref, n_obs=n_total, gene_mean=center)  # fmt: skip
-    stats = _statistics(model, data)  # from the same start as infer: the same latents for the same cells
+                  library_ref=library_ref, n_obs=n_total, gene_mean=center,
+                  gene_detected=None if detected is None else detected.cpu())  # fmt: skip
+    # from the ALS's last latents (converged with the weights): 1.7x fewer solver steps than infer's
+    # start on the scale benchmark's cells, the same latents to the solver's tolerance
+    stats = _statistics(model, data, z0=z if detected is not None else None)
     z = stats.pop("z") if stats else z.cpu()
     stats.pop("steps", None)
-    stats = {k: gather_rows(torch.as_tensor(v), n_total) if stream else v for k, v in stats.items()}
+    stats = {k: gather_rows(torch.as_tensor(v), n_total) if stream and v is not None else v for k, v in stats.items()}
     z = gather_rows(torch.as_tensor(z), n_total) if stream else torch.as_tensor(z)
     model.z_mean = z.mean(0)
     return model, z, stats
@@ -507,25 +523,53 @@ def _warn_unconverged(rec, history: dict) -> None:
         )  # fmt: skip
 
 
-def _statistics(model: Model, data, *, max_iter: int | None = None, tol: float | None = None) -> dict:
-    """What a masked squared-error decoder reports per cell (one-layer, ReLU, with a net):
-    exact latents and their standard errors, and the marginal t of each TF with its p-value.
-    Empty for other decoders (their latents are the activities)."""
+def _check_standard_errors(standard_errors) -> None:
+    if not isinstance(standard_errors, (bool, np.bool_)):
+        msg = f"`standard_errors` must be True or False, got {standard_errors!r}."
+        raise TypeError(msg)
+
+
+def _statistics(
+    model: Model,
+    data,
+    *,
+    max_iter: int | None = None,
+    tol: float | None = None,
+    standard_errors: bool = False,
+    z0: torch.Tensor | None = None,
+) -> dict:
+    """What a masked squared-error decoder reports per cell (one-layer, ReLU, with a net): the
+    latents (and their standard errors when asked), and the marginal t of each TF with its
+    p-value. Empty for other decoders (their latents are the activities)."""
     dec = model.decoder
     # gene_mean (the centre) is set by every fit of such a decoder, whatever the solver; None: 0.1.0's models
     if not (dec.one_layer and dec.config.masked and model.likelihood == "mse" and model.gene_mean is not None):
         return {}
     w, b = dec.get_weight(), dec.get_bias()
+    relu = dec.config.output == "relu"
     clock = Stages()
-    logger.info("solving the exact latents and their standard errors of every cell, the decoder frozen ...")
-    z, se, steps = exact_latents(data, w, b, relu=dec.config.output == "relu", max_iter=max_iter, tol=tol)
-    clock.done("exact latents and standard errors of %d cells (at most %d Newton steps)", z.shape[0], int(steps))
+    logger.info("solving the latents of every cell, the decoder frozen ...")
+    z, info = solve_latents(
+        data, w, b, relu=relu, max_iter=INFER_ALS["max_iter"] if max_iter is None else max_iter,
+        tol=INFER_ALS["tol"] if tol is None else tol, detected=model.gene_detected, z0=z0,
+        progress=settings.progress,
+    )  # fmt: skip
+    steps = int(info["n_iter"].max()) if len(info["n_iter"]) else 0
+    clock.done(
+        "latents of %d cells (conjugate gradients: %d steps at most; exact Newton method: %d cell(s))",
+        len(z), steps, int(info["exact"].sum()),
+    )  # fmt: skip
+    se = None
+    if standard_errors:
+        se = latent_standard_errors(data, w, b, z, relu=relu, progress=settings.progress)
+        clock.done("standard errors of the latents of %d cells", len(z))
     t, p = marginal_t(data, w, model.gene_mean)
     clock.done("marginal t-values and p-values of %d TFs", t.shape[1])
     none = np.isnan(t).all(1) if t.shape[1] else np.zeros(t.shape[0], dtype=bool)
     empty = int(none.sum())
-    if empty:  # no expression identifies no latent: no standard errors (z_t, z_pvals NaN too)
+    if empty and se is not None:  # no expression identifies no latent: no standard errors (z_t, z_pvals NaN too)
         se[torch.from_numpy(none)] = float("nan")
+    if empty:
         logger.warning(
             "%d cell(s) have no expression at all: their activities and the standard errors of their latents are NaN (an empty cell says nothing about "
             "its TFs). Remove empty cells first, e.g. `sc.pp.filter_cells(adata, min_genes=1)`.",
@@ -544,14 +588,16 @@ def _report(z, stats: dict) -> tuple[dict, str]:
     """The tables of the results record a fit or an inference writes, and the statistic
     ``obsm[key]`` holds (:data:`ACTIVITY`; the latents for decoders without statistics). The
     p-values come with their Benjamini-Hochberg adjustment within each cell, over its TFs
-    (decoupler's convention for its per-cell ``padj_<method>``)."""
+    (decoupler's convention for its per-cell ``padj_<method>``). The latents' standard errors
+    are in the record only when asked for (``infer(standard_errors=True)``)."""
     if not stats:
         return {"activity": z}, "z"
-    tables = {"z": z, "z_se": stats["z_se"]}
+    tables = {"z": z} if stats.get("z_se") is None else {"z": z, "z_se": stats["z_se"]}
     if ACTIVITY == "t":
         tables, statistic = {**tables, "activity": stats["t"], "pvals": stats["pvals"]}, "t"
-    else:
-        z_t = np.asarray(z) / np.asarray(stats["z_se"])
+    else:  # the latents' p-values need their standard errors: NaN where not asked for
+        se = stats.get("z_se")
+        z_t = np.asarray(z) / (np.asarray(se) if se is not None else np.nan)
         tables, statistic = {**tables, "activity": z, "pvals": 2 * stats_norm.sf(np.abs(z_t))}, "z"
     return {**tables, "padj": adjust_pvalues(tables["pvals"], axis=1)}, statistic
 
@@ -598,26 +644,25 @@ def infer(
     max_iter: int | None = None,
     tol: float | None = None,
     library_size: str | None = None,
+    standard_errors: bool = False,
     key_added: str = "regdecoder",
     copy: bool = False,
 ) -> AnnData | None:
     """Latents (TF activities) of new cells with the decoder frozen.
 
-    Every cell is an independent problem, solved all at once. For a decoder masked by a
-    network (the default ``method``), the censored least-squares latents are found
-    exactly by an active-set Newton method (:mod:`regdecoder.train._censored_ls`; ``max_iter``
-    Newton steps per cell, default 200, and ``tol`` the relative decrease of a full step
-    below which a cell stops, default 1e-6), with a small ridge (``1e-3`` times a TF's mean
-    squared weight norm) that makes them unique where the expressed genes leave a latent
-    undetermined, and with their standard errors (NaN where a latent is not identified, and
-    for cells without expression); the activities reported are the marginal
-    t-values of each TF's learned regulon (:mod:`regdecoder.train._score`), exactly as
-    :func:`fit_decoder` reports them for the training cells. Other one-layer decoders:
-    imputation rounds with one factorisation shared by all cells until the relative change
-    of the latents is below ``tol`` (default 1e-5) or ``max_iter`` rounds (default 100).
-    ``method='gradient'`` (the default for MLP decoders) runs full-batch Adam on the
-    latents (defaults: 500 iterations, relative loss change 1e-6). Count models infer
-    with their likelihood (gradient method).
+    Every cell is an independent problem, solved all at once. For one-layer decoders (the
+    default ``method``) the latents minimise the censored least-squares loss plus a small
+    ridge (``1e-3`` times a TF's mean squared weight norm, which makes them unique where the
+    expressed genes leave a latent undetermined), found by the one latent solver,
+    :func:`regdecoder.train.solve_latents` (preconditioned conjugate gradients whose cost per
+    step follows the network's edges; ``tol`` the relative KKT residual at which a cell stops,
+    default 1e-3, and ``max_iter`` its steps at most, default 100, after which a cell is
+    finished by the exact active-set Newton method), exactly as :func:`fit_decoder` solves
+    the training cells. For a decoder masked by a network the activities reported are the
+    marginal t-values of each TF's learned regulon (:mod:`regdecoder.train._score`), as
+    :func:`fit_decoder` reports them. ``method='gradient'`` (the default for MLP decoders)
+    runs full-batch Adam on the latents (defaults: 500 iterations, relative loss change
+    1e-6). Count models infer with their likelihood (gradient method).
 
     Parameters
     ----------
@@ -633,6 +678,9 @@ def infer(
         Iteration cap and convergence tolerance.
     library_size
         Count models: ``obs`` column with library sizes (None: total counts).
+    standard_errors
+        Masked decoders: also the latents' standard errors (``obsm[key_added + '_z_se']``; one
+        ``k x k`` inverse per cell, so only when asked; see :func:`fit_decoder`).
     key_added
         Where results are written. A key that holds a fit's results is refused (the
         fit's history, load and weights would no longer match ``obsm``).
@@ -643,7 +691,8 @@ def infer(
     -------
     ``None``, or a copy when ``copy=True``. Writes ``obsm[key_added]`` (cells x
     latents, float32 DataFrame: the activities, as fit_decoder writes them), for masked
-    decoders also ``obsm[key_added + '_z']``, ``'_z_se'``, ``'_pvals'`` and ``'_padj'`` (see
+    decoders also ``obsm[key_added + '_z']``, ``'_pvals'``, ``'_padj'`` and, when asked,
+    ``'_z_se'`` (see
     :func:`fit_decoder`), and ``uns[key_added]`` (``latent_names``, ``params``,
     ``n_iter``, ``statistic``).
 
@@ -662,6 +711,7 @@ def infer(
     clock = Stages()
     settings.apply_threads()
     _anndata.check_free(adata, _anndata.check_key_name(key_added), by="rd.tl.infer")
+    _check_standard_errors(standard_errors)
     _anndata.check_writable(adata)
     count = model.likelihood != "mse"
     stream = (
@@ -679,23 +729,30 @@ def infer(
         )
     data = source if stream else source.dense(model.device)
     clock.done("read %d cells x %d genes (%s)", adata.n_obs, len(model.var_names), "in chunks" if stream else "at once")
-    stats = _statistics(model, data, max_iter=max_iter, tol=tol) if method in ("auto", "als") else {}
-    if stats:  # exact censored least squares (active-set Newton), standard errors, marginal t
+    stats = (
+        _statistics(model, data, max_iter=max_iter, tol=tol, standard_errors=standard_errors)
+        if method in ("auto", "als")
+        else {}
+    )
+    if stats:  # the latent solver (standard errors when asked), marginal t
         z, n_iter = stats.pop("z"), stats.pop("steps")
-        cap = EXACT_MAX_ITER if max_iter is None else max_iter
     else:
         z, n_iter = infer_latents(
-            model.decoder, data, method=method, max_iter=max_iter, tol=tol, size_factors=sf, z_start=model.z_mean
-        )
-        default = INFER_ALS if model.decoder.one_layer and method != "gradient" and not count else INFER_GRADIENT
-        cap = max_iter if max_iter is not None else default["max_iter"]
-    if tol != 0 and int(n_iter) >= cap:
-        logger.warning(
-            "infer stopped at its cap of %d iterations before the latents converged; raise `max_iter` "
-            "(or loosen `tol`) for exact activities.",
-            cap,
-        )
-    params = {"layer": layer, "use_raw": use_raw, "method": method, "max_iter": max_iter, "tol": tol}
+            model.decoder, data, method=method, max_iter=max_iter, tol=tol, size_factors=sf, z_start=model.z_mean,
+            detected=model.gene_detected, progress=settings.progress,
+        )  # fmt: skip
+        gradient = not model.decoder.one_layer or method == "gradient" or count  # the solver never stops unconverged
+        cap = max_iter if max_iter is not None else INFER_GRADIENT["max_iter"]
+        if gradient and tol != 0 and int(n_iter) >= cap:
+            logger.warning(
+                "infer stopped at its cap of %d iterations before the latents converged; raise `max_iter` "
+                "(or loosen `tol`) for exact activities.",
+                cap,
+            )
+    params = {
+        "layer": layer, "use_raw": use_raw, "method": method, "max_iter": max_iter, "tol": tol,
+        "standard_errors": standard_errors,
+    }  # fmt: skip
     _write(adata, key_added, model, z, stats, params, n_iter=int(n_iter))
     logger.info("finished infer in %.1f s (%d iterations): added obsm[%r]", clock.total, n_iter, key_added)
     return adata if copy else None

@@ -55,6 +55,9 @@ class Model:
         every cell: each gene's mean over the training cells for the ReLU model; zeros for the
         linear decoder (``gene_likelihood='normal'``) and after a single training sample.
         None for decoders that report no marginal t.
+    gene_detected
+        The fraction of training cells in which each gene is nonzero (the latent solver's
+        preconditioner; :func:`regdecoder.train.solve_latents`), or None.
     kind
         ``'decoder'``, ``'encoder'`` or ``'autoencoder'``.
     key
@@ -74,6 +77,7 @@ class Model:
         history: dict | None = None,
         library_ref: float | None = None,
         gene_mean: torch.Tensor | None = None,
+        gene_detected: torch.Tensor | None = None,
         encoder: Encoder | None = None,
         kind: str = "decoder",
         key: str = "regdecoder",
@@ -83,6 +87,7 @@ class Model:
         self.encoder = encoder
         self.library_ref = library_ref
         self.gene_mean = gene_mean
+        self.gene_detected = gene_detected
         self.var_names = list(map(str, var_names))
         self.latent_names = list(map(str, latent_names))
         self.orientation = list(orientation) if orientation is not None else []
@@ -171,11 +176,14 @@ class Model:
         size_factors: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, int]:
         """Latents of expression ``x`` (cells x genes, model gene order, on the model's device)
-        with the decoder frozen; see :func:`regdecoder.train.infer`. Returns the latents and
-        the iterations run."""
+        with the decoder frozen; see :func:`regdecoder.train.infer`: for one-layer decoders the
+        one latent solver, as :func:`~regdecoder.tl.infer` and :func:`~regdecoder.tl.fit_decoder`
+        run it (the same latents for the same cells). Returns the latents and the iterations
+        run."""
         return infer(
-            self.decoder, x, method=method, max_iter=max_iter, tol=tol, size_factors=size_factors, z_start=self.z_mean
-        )
+            self.decoder, x, method=method, max_iter=max_iter, tol=tol, size_factors=size_factors, z_start=self.z_mean,
+            detected=self.gene_detected,
+        )  # fmt: skip
 
     @torch.no_grad()
     def encode_tensor(self, x: torch.Tensor) -> torch.Tensor:
@@ -213,6 +221,7 @@ class Model:
             "z_mean": self.z_mean.detach().cpu(),
             "library_ref": self.library_ref,
             "gene_mean": None if self.gene_mean is None else self.gene_mean.detach().cpu(),
+            "gene_detected": None if self.gene_detected is None else self.gene_detected.detach().cpu(),
             "history": {k: list(map(float, v)) for k, v in self.history.items() if isinstance(v, list)},
             "kind": self.kind,
             "key": self.key,
@@ -283,6 +292,7 @@ class Model:
             history=blob.get("history"),
             library_ref=blob.get("library_ref"),
             gene_mean=blob.get("gene_mean"),
+            gene_detected=blob.get("gene_detected"),
             encoder=encoder,
             kind=blob.get("kind", "decoder"),
             key=blob.get("key", "regdecoder"),

@@ -11,7 +11,11 @@ least-squares problem over ``(W, b, Z)`` and the imputed values ``y``: each bloc
 (imputation, latents, weights) is solved exactly in turn, so the loss never goes up.
 
 * Latent step: one ``m x m`` Cholesky factorisation shared by every cell; cells are
-  independent, so it runs chunk by chunk.
+  independent, so it runs chunk by chunk. It is one majorise-minimise step of the latent
+  objective (impute, then least squares), not the converged latents for the epoch's weights:
+  those change every epoch, and two or three such steps per epoch left the epochs to a
+  recovery unchanged (``benchmarks/epochs.py``). The fit's final latents, for the final
+  weights, come from the one latent solver (:mod:`regdecoder.train._latents`).
 * Weight step: one small ridge solve per gene over its own TFs (the mask), batched. It
   needs only ``Z.T Z`` and ``Y.T Z`` (``Y`` the imputed targets), sums over cells that
   are accumulated chunk by chunk in the same pass as the latent step, and summed over
@@ -35,12 +39,10 @@ from ..nn import Decoder
 from ._common import EpochLog
 from ._source import (
     _CHUNK_ELEMENTS,
-    TensorSource,
     all_reduce,
     all_reduce_floats,
     as_source,
     chunks,
-    default_chunk_size,
     gather_rows,
     stream,
     world,
@@ -92,95 +94,6 @@ def _latents(y: torch.Tensor, weight: torch.Tensor, bias_w: torch.Tensor | None,
     subtracted after the product, so ``y - b`` is never formed."""
     rhs = y @ weight if bias_w is None else (y @ weight).sub_(bias_w)
     return torch.cholesky_solve(rhs.T, chol).T
-
-
-def _solve_chunk(
-    xc: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    chol: torch.Tensor,
-    zc: torch.Tensor | None,
-    *,
-    relu: bool,
-    n_iter: int,
-    tol: float,
-) -> tuple[torch.Tensor, int]:
-    """Censored least-squares latents of one chunk of cells for fixed weights."""
-    xb = xc if bias is None else xc - bias
-    if zc is None:
-        zc = torch.cholesky_solve((xb @ weight).T, chol).T
-    done = 0
-    for done in range(1, n_iter + 1):  # noqa: B007
-        y = censored_target(xc, _predict(zc, weight, bias), relu)
-        if bias is not None:
-            y = y - bias
-        z_new = torch.cholesky_solve((y @ weight).T, chol).T
-        change = (z_new - zc).norm() / zc.norm().clamp(min=1e-12)
-        zc = z_new
-        if tol > 0 and change < tol:
-            break
-    return zc, done
-
-
-@torch.no_grad()
-def solve_latents(
-    data,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    *,
-    relu: bool,
-    z: torch.Tensor | None = None,
-    n_iter: int = 1,
-    tol: float = 0.0,
-    ridge: float = 1e-6,
-    progress: bool = False,
-) -> tuple[torch.Tensor, int]:
-    """Latents minimising the censored loss for fixed weights (test-time inference).
-
-    Parameters
-    ----------
-    data
-        Cells x genes: a tensor, or a source (:mod:`regdecoder.train._source`) read
-        chunk by chunk. A tensor is solved in row blocks of ``2**25`` values.
-    weight, bias
-        The frozen decoder: ``genes x latents`` and ``genes`` (or None), on the compute
-        device.
-    relu
-        Zeros are censored (ReLU output); False: plain least squares.
-    z
-        Start (cells x latents); None: the uncensored least-squares solution.
-    n_iter, tol
-        Imputation/solve rounds, stopping early once the relative change of a chunk's
-        latents is below ``tol``.
-    ridge
-        Ridge on ``W.T W``, relative to its mean diagonal.
-    progress
-        A progress bar counting cells.
-
-    Returns
-    -------
-    The latents (cells x latents, float32, on the device of ``data`` when it is a tensor,
-    else on the CPU) and the largest number of rounds any chunk ran.
-    """
-    if isinstance(data, torch.Tensor):
-        source = TensorSource(data, chunk_size=default_chunk_size(data.shape[1]))
-        out_device = data.device
-    else:
-        source, out_device = data, torch.device("cpu")
-    dev = weight.device
-    chol = _ridge_factor(weight.T @ weight, ridge)
-    out = torch.empty(source.n_obs, weight.shape[1], dtype=weight.dtype, device=out_device)
-    rounds = 0
-    bar = tqdm(total=source.n_obs, desc="infer", unit="cell", unit_scale=True, disable=not progress, leave=False)
-    for s, e, xc in stream(source, dev, weight.dtype):
-        zc, r = _solve_chunk(
-            xc, weight, bias, chol, None if z is None else z[s:e].to(dev), relu=relu, n_iter=n_iter, tol=tol
-        )
-        out[s:e] = zc.to(out_device)
-        rounds = max(rounds, r)
-        bar.update(e - s)
-    bar.close()
-    return out, rounds
 
 
 class _MaskIndex:
@@ -475,7 +388,8 @@ def fit_als(
     -------
     This process's latents (``n_obs x n_latent`` float32, on the table device) and the
     history (``loss``, ``seconds``, ``epochs``, ``cells_per_second``, ``converged``,
-    ``gene_mean``: each gene's mean over all cells).
+    ``gene_mean``: each gene's mean over all cells, ``gene_detected``: the fraction of cells in which it
+    is nonzero).
     """
     source = as_source(data)
     dev = next(decoder.parameters()).device
@@ -497,9 +411,11 @@ def fit_als(
         raise ValueError(msg)
     signs = None if prior_sign is None else prior_sign.to(dev, dtype) * mask
     gene_sum = torch.zeros(n_genes, device=dev, dtype=torch.float64)
+    gene_nz = torch.zeros(n_genes, device=dev, dtype=torch.float64)
     for _, _, xc in stream(source, dev, dtype):  # the gene means (the bias's start; the marginal statistic's centre)
         gene_sum += xc.sum(0, dtype=torch.float64)
-    all_reduce(gene_sum)
+        gene_nz += (xc != 0).sum(0)  # and how often each gene is detected (the latent solver's preconditioner)
+    all_reduce(gene_sum, gene_nz)
     gene_mean = (gene_sum / n_total).to(dtype)
     gen = torch.Generator().manual_seed(seed)
     signed = None if signs is None else (signs != 0).any(0)
@@ -642,6 +558,7 @@ def fit_als(
     history = log.close()
     history["converged"] = bool(converged)
     history["gene_mean"] = gene_mean
+    history["gene_detected"] = gene_nz / n_total
     secs = history["seconds"][-1] if history["seconds"] else 0.0
     history["cells_per_second"] = history["epochs"] * n_total / secs if secs > 0 else float("nan")
     history["world_size"] = size

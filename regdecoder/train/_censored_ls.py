@@ -227,6 +227,73 @@ def _loss(xc: torch.Tensor, obs: torch.Tensor, p: torch.Tensor) -> tuple[torch.T
     return active, (r * r).sum(1, dtype=torch.float64)
 
 
+def _standard_errors(weight, curv, fac0, obs, active, f, lam):
+    """Per cell, ``sqrt(sigma^2 [(H_A + lam I)^-1]_jj)`` at the solution (``active`` its active set,
+    ``f`` its censored loss; ``fac0`` the explicit inverse of the observed genes' curvature, or None),
+    NaN where not identified (see the module)."""
+    nc, k = active.shape[0], weight.shape[1]
+    dt = weight.dtype
+    has = active.to(dt) @ (weight * weight) > 0  # latents with an active gene
+    extra = active & ~obs
+    r = extra.sum(1)
+    few = r <= k * _WOODBURY_RANK if fac0 is not None else torch.zeros_like(r, dtype=torch.bool)
+    diag_inv = torch.empty(nc, k, dtype=dt, device=weight.device)
+    if bool(few.all()):
+        diag_inv = fac0.inverse_diagonal(weight, extra, int(r.max()))
+    else:  # cells with many active zeros (or no factor yet): a new inverse
+        i, j = torch.nonzero(few).squeeze(1), torch.nonzero(~few).squeeze(1)
+        if i.numel():
+            diag_inv[i] = fac0.take(i).inverse_diagonal(weight, extra[i], int(r[i].max()))
+        diag_inv[j] = _Factor(curv(active[j]), lam, inverse=True).m.diagonal(dim1=-2, dim2=-1)
+    dof = (active.sum(1) - k).to(torch.float64)
+    sigma2 = torch.where(dof > 0, f / dof.clamp(min=1), torch.full_like(f, float("nan"))).to(dt)
+    se = (diag_inv * sigma2.unsqueeze(1)).sqrt()
+    # identified: the active genes, not the ridge, give most of the latent's precision
+    # (a direction the active genes leave flat has lam * [H^-1]_jj near 1)
+    ident = has & (lam * diag_inv <= _RIDGE_SHARE)
+    return torch.where(ident, se, torch.full_like(se, float("nan")))
+
+
+@torch.no_grad()
+def standard_errors(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    z: torch.Tensor,
+    *,
+    ridge: float,
+    censor: bool = True,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """Standard errors of the latents ``z`` (cells x k, the minimiser of the objective) from the
+    curvature of the objective there: per cell one ``k x k`` inverse (Schur blocks) of the observed
+    genes' curvature, updated for the active zeros (Woodbury) as :func:`solve_censored` does.
+
+    ``x``: cells x genes; ``weight``, ``bias``: the frozen decoder; ``ridge``: as in
+    :func:`solve_censored`; ``censor`` False: every entry is observed. Returns cells x k
+    (``weight``'s dtype and device), NaN where a latent is not identified.
+    """
+    dev, dt = weight.device, weight.dtype
+    n_cells, k = z.shape
+    lam = ridge * float((weight * weight).sum(0).mean().clamp(min=1e-12))
+    curv = _Curvature(weight)
+    if chunk_size is None:
+        cells = _CHUNK_CELLS if dev.type == "cpu" else n_cells
+        chunk_size = max(1, min(cells, _CHUNK_ELEMENTS // max(1, x.shape[1]), _H_ELEMENTS // max(1, k * k)))
+    out = torch.empty(n_cells, k, dtype=dt, device=dev)
+    for s in range(0, n_cells, chunk_size):
+        xc = x[s : s + chunk_size].to(device=dev, dtype=dt)
+        obs = xc != 0 if censor else torch.ones_like(xc, dtype=torch.bool)
+        p = z[s : s + chunk_size].to(device=dev, dtype=dt) @ weight.T
+        if bias is not None:
+            p = p + bias
+        active, f = _loss(xc, obs, p)
+        out[s : s + chunk_size] = _standard_errors(
+            weight, curv, _Factor(curv(obs), lam, inverse=True), obs, active, f, lam
+        )
+    return out
+
+
 @torch.no_grad()
 def solve_censored(
     x: torch.Tensor,
@@ -425,25 +492,7 @@ def solve_censored(
         conv_out[s : s + nc] = conv
         nact_out[s : s + nc] = active.sum(1)
         if return_se:
-            has = active.to(dt) @ (weight * weight) > 0  # latents with an active gene
-            extra = active & ~obs
-            r = extra.sum(1)
-            few = r <= k * _WOODBURY_RANK if fac0 is not None else torch.zeros_like(r, dtype=torch.bool)
-            diag_inv = torch.empty(nc, k, dtype=dt, device=dev)
-            if bool(few.all()):
-                diag_inv = fac0.inverse_diagonal(weight, extra, int(r.max()))
-            else:  # cells with many active zeros (or no factor yet): a new inverse
-                i, j = torch.nonzero(few).squeeze(1), torch.nonzero(~few).squeeze(1)
-                if i.numel():
-                    diag_inv[i] = fac0.take(i).inverse_diagonal(weight, extra[i], int(r[i].max()))
-                diag_inv[j] = _Factor(curv(active[j]), lam, inverse=True).m.diagonal(dim1=-2, dim2=-1)
-            dof = (active.sum(1) - k).to(torch.float64)
-            sigma2 = torch.where(dof > 0, f / dof.clamp(min=1), torch.full_like(f, float("nan"))).to(dt)
-            se = (diag_inv * sigma2.unsqueeze(1)).sqrt()
-            # identified: the active genes, not the ridge, give most of the latent's precision
-            # (a direction the active genes leave flat has lam * [H^-1]_jj near 1)
-            ident = has & (lam * diag_inv <= _RIDGE_SHARE)
-            se_out[s : s + nc] = torch.where(ident, se, torch.full_like(se, float("nan")))
+            se_out[s : s + nc] = _standard_errors(weight, curv, fac0, obs, active, f, lam)
 
     starts = list(range(0, n_cells, chunk_size))
     n_threads = torch.get_num_threads() if dev.type == "cpu" else 1

@@ -13,17 +13,19 @@ import numpy as np
 import torch
 
 from ..nn import Decoder, DecoderConfig
-from ._als import fit_als, masked_pca_init, solve_latents
+from ._als import _latents, _ridge_factor, fit_als, masked_pca_init
 from ._engine import fit_gradient, infer_gradient
+from ._latents import MAX_ITER, TOL, solve_latents
 from ._recipes import Recipe
 
 #: Count likelihoods: rates are expressed in units where a typical non-zero rate is at least
 #: this, so that softplus(p) ~ ReLU(p) (a rate near 0 is cheap to reach).
 RATE_SCALE = 10.0
 
-#: Inference defaults, for every caller: censored least squares (one-layer decoders) and
-#: full-batch Adam (MLPs and count likelihoods).
-INFER_ALS = {"max_iter": 100, "tol": 1e-5}
+#: Inference defaults, for every caller: the latent solver of one-layer decoders
+#: (:func:`~regdecoder.train.solve_latents`: steps at most, relative KKT tolerance) and full-batch
+#: Adam (MLPs and count likelihoods).
+INFER_ALS = {"max_iter": MAX_ITER, "tol": TOL}
 INFER_GRADIENT = {"max_iter": 500, "tol": 1e-6}
 
 
@@ -79,7 +81,7 @@ def warm_start(
     mask = decoder.get_mask()
     if recipe.start == "pca":
         w0 = masked_pca_init(x, mask, prior_sign=prior_sign, n_iter=10, generator=gen, dtype=x.dtype)
-        z0, _ = solve_latents(x, w0, None, relu=False)
+        z0 = _latents(x, w0, None, _ridge_factor(w0.T @ w0, 1e-6))  # the ALS start's least-squares step
         return z0, w0, None
     cfg = decoder.config
     y = x if size_factors is None else _count_targets(x, size_factors, cfg.output)
@@ -183,19 +185,21 @@ def infer(
     tol: float | None = None,
     size_factors: torch.Tensor | None = None,
     z_start: torch.Tensor | None = None,
+    detected: torch.Tensor | None = None,
     progress: bool = False,
 ) -> tuple[torch.Tensor, int]:
     """Latents of new cells with the decoder frozen.
 
-    ``method='als'`` (one-layer decoders with the ``'mse'`` likelihood; their default):
-    the censored least-squares problem, solved exactly for all cells with one shared
-    factorisation (``data`` may be a source read in chunks). ``'gradient'``: full-batch
-    Adam on the latents from ``z_start`` (MLPs). Count likelihoods always use their
-    likelihood on the gradient method, from the censored least-squares latents of the
-    counts per unit size factor (one-layer) or ``z_start``. Defaults:
+    ``method='als'`` (one-layer decoders with the ``'mse'`` likelihood; their default): the
+    censored least-squares latents with the ridge, by the one latent solver
+    (:func:`~regdecoder.train.solve_latents`; ``data`` may be a source read in chunks;
+    ``detected``: the training cells' per-gene detection rate, for its preconditioner).
+    ``'gradient'``: full-batch Adam on the latents from ``z_start`` (MLPs). Count likelihoods
+    always use their likelihood on the gradient method, from the censored least-squares
+    latents of the counts per unit size factor (one-layer) or ``z_start``. Defaults:
     :data:`INFER_ALS`, :data:`INFER_GRADIENT`.
 
-    Returns the latents and the iterations run.
+    Returns the latents and the largest number of iterations (steps) a cell took.
     """
     cfg = decoder.config
     if method not in ("auto", "als", "gradient"):
@@ -211,9 +215,7 @@ def infer(
         sf = size_factors.reshape(-1, 1).to(data.device, torch.float32)
         if decoder.one_layer:
             y = _count_targets(data, sf, cfg.output)
-            z0, _ = solve_latents(
-                y, decoder.get_weight(), decoder.get_bias(), relu=cfg.output != "exp", n_iter=20, tol=1e-4
-            )
+            z0, _ = solve_latents(y, decoder.get_weight(), decoder.get_bias(), relu=cfg.output != "exp")
         else:
             z0 = z_start.to(dev).expand(data.shape[0], -1)
         return infer_gradient(
@@ -222,11 +224,12 @@ def infer(
             tol=INFER_GRADIENT["tol"] if tol is None else tol,
         )  # fmt: skip
     if method == "als":
-        return solve_latents(
+        z, info = solve_latents(
             data, decoder.get_weight(), decoder.get_bias(), relu=cfg.output == "relu",
-            n_iter=INFER_ALS["max_iter"] if max_iter is None else max_iter,
-            tol=INFER_ALS["tol"] if tol is None else tol, progress=progress,
+            max_iter=INFER_ALS["max_iter"] if max_iter is None else max_iter,
+            tol=INFER_ALS["tol"] if tol is None else tol, detected=detected, progress=progress,
         )  # fmt: skip
+        return z, int(info["n_iter"].max()) if len(info["n_iter"]) else 0
     z0 = z_start.to(dev).expand(data.shape[0], -1)
     return infer_gradient(
         decoder, data, z0,

@@ -1,5 +1,6 @@
 """Statistics of the activities: the marginal t-value of each TF's learned regulon in each
-cell (what ``obsm[key]`` holds), and the exact latents with their standard errors.
+cell (what ``obsm[key]`` holds). The latents and their standard errors come from
+:mod:`regdecoder.train._latents`.
 
 The marginal t (per cell ``c`` and latent ``j``) is decoupler's ulm statistic (Badia-i-Mompel
 et al. 2022) on the weights the decoder learned: the t-value of the slope of the simple linear
@@ -25,18 +26,7 @@ import numpy as np
 import torch
 from scipy import special
 
-from ._censored_ls import solve_censored
 from ._source import as_source, stream
-
-#: Newton steps at most per cell. On pbmc68k_reduced + CollecTRI (160 latents, 765 genes) every
-#: cell converged within 97 steps; 50 left 77 of 700 cells unconverged.
-EXACT_MAX_ITER = 200
-#: Ridge of the exact latents (relative to the mean squared norm of a TF's weights): it picks
-#: the solution nearest 0 where the active genes leave a latent undetermined. On
-#: pbmc68k_reduced + CollecTRI, 1e-6 left latents up to 205 in magnitude along such flat
-#: directions, 74 Newton steps per cell on average and stops that depended on rounding;
-#: 1e-3: at most 15 in magnitude, 9.5 steps, the same solution to 0.04 however the stop falls.
-EXACT_RIDGE = 1e-3
 
 
 @torch.no_grad()
@@ -81,37 +71,3 @@ def t_pvalues(t: np.ndarray, df: int) -> np.ndarray:
     with ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads())) as pool:
         list(pool.map(block, range(0, t.shape[0], step)))
     return out
-
-
-@torch.no_grad()
-def exact_latents(
-    data,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    *,
-    relu: bool,
-    z0: torch.Tensor | None = None,
-    max_iter: int | None = None,
-    tol: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """The censored least-squares latents for fixed weights, exactly (an active-set Newton
-    method, :func:`~regdecoder.train._censored_ls.solve_censored`), with their standard errors
-    from the curvature at the solution (NaN where not identified). Plain least squares when the
-    output is linear (``relu=False``). Returns latents and standard errors (CPU) and the largest
-    number of steps a cell took."""
-    source = as_source(data)
-    k = weight.shape[1]
-    z = torch.empty(source.n_obs, k, dtype=weight.dtype)
-    se = torch.empty(source.n_obs, k, dtype=weight.dtype)
-    steps = 0
-    for s, e, xc in stream(source, weight.device, weight.dtype):
-        if not relu:  # every entry is observed: censoring does not apply
-            xc = xc.clone()
-        zc, n, info = solve_censored(
-            xc, weight, bias, z0=None if z0 is None else z0[s:e].to(weight.device), return_se=True, censor=relu,
-            max_iter=EXACT_MAX_ITER if max_iter is None else int(max_iter), tol=1e-6 if tol is None else float(tol),
-            ridge=EXACT_RIDGE,
-        )  # fmt: skip
-        z[s:e], se[s:e] = zc.cpu(), info["se"].cpu()
-        steps = max(steps, int(n))
-    return z, se, steps

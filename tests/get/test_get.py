@@ -156,7 +156,7 @@ def test_activities_keep_embeddings_and_colours_not_results(embedded):
 
 def test_activities_leave_out_every_regdecoder_table(embedded, fitted):
     model, _, _ = fitted
-    rd.tl.infer(embedded, model, key_added="again")
+    rd.tl.infer(embedded, model, key_added="again", standard_errors=True)
     tables = {k for k in embedded.obsm if k.startswith(("regdecoder", "again"))}
     assert {"regdecoder_padj", "again_z_se"} <= tables
     assert not tables & set(rd.get.activities(embedded, "again").obsm)

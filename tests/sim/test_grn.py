@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -109,3 +111,77 @@ def test_split_is_seeded_and_disjoint(small_grn):
         rd.pp.split(small_grn, n_test=small_grn.n_obs)
     with pytest.raises(ValueError, match="not both"):
         rd.pp.split(small_grn, n_test=3, test_fraction=0.1)
+
+
+def _toy_net():
+    # TF A: 6 targets (two repressed), B: 5, C: 2 (dropped by tmin=5); G8 is only C's target
+    rows = [("A", f"G{i}", -1.0 if i < 2 else 1.0) for i in range(6)]
+    rows += [("B", f"G{i}", 1.0) for i in range(3, 8)] + [("C", "G0", 1.0), ("C", "G8", -1.0)]
+    return pd.DataFrame(rows, columns=["source", "target", "weight"])
+
+
+def test_grn_on_a_networks_topology_matches_its_own_truth():
+    net = _toy_net()
+    ad = rd.sim.grn(n_obs=300, net=net, tmin=5, offset_mean=-0.5, offset_sd=0.5, seed=3)
+    assert list(ad.var_names) == [f"G{i}" for i in range(8)]  # the kept TFs' targets, sorted; G8 gone with C
+    w = ad.varm["true_weights"]
+    assert list(w.columns) == ["A", "B"] and list(ad.obsm["tf_activity"].columns) == ["A", "B"]
+    # topology and signs are the net's, magnitudes in [0.5, 1]
+    truth = ad.uns["sim"]["net"]
+    kept = net[net.source.isin(["A", "B"])].sort_values(["source", "target"], ignore_index=True)
+    pd.testing.assert_frame_equal(truth[["source", "target"]], kept[["source", "target"]])
+    np.testing.assert_array_equal(np.sign(truth.weight), kept.weight)
+    assert truth.weight.abs().between(0.5, 1.0).all()
+    dense = truth.pivot(index="target", columns="source", values="weight").reindex(index=ad.var_names).fillna(0.0)
+    np.testing.assert_array_equal(dense.to_numpy(), w.to_numpy())
+    # eq. 6 with offsets, no noise, recomputed with numpy
+    b = ad.var["true_offset"].to_numpy()
+    z = ad.obsm["tf_activity"].to_numpy()
+    np.testing.assert_allclose(ad.X, np.maximum(z @ w.to_numpy().T + b, 0), rtol=1e-5, atol=1e-5)
+    assert (ad.X == 0).any()  # the negative offsets censor some values
+    p = ad.uns["sim"]["params"]
+    assert p["from_net"] and p["n_edges"] == 11 and p["n_tfs"] == 2 and p["n_genes"] == 8 and p["tmin"] == 5
+
+
+def test_grn_on_a_network_without_weights_and_from_a_file(tmp_path):
+    net = _toy_net().drop(columns="weight")
+    ad = rd.sim.grn(n_obs=10, net=net, seed=0, weight_low=0.2, weight_high=0.3)
+    assert ad.uns["sim"]["net"].weight.between(0.2, 0.3).all()  # no signs: activations
+    path = tmp_path / "net.tsv"
+    _toy_net().to_csv(path, sep="\t", index=False)
+    from_file = rd.sim.grn(n_obs=10, net=str(path), seed=0)
+    from_frame = rd.sim.grn(n_obs=10, net=_toy_net(), seed=0)
+    np.testing.assert_array_equal(from_file.X, from_frame.X)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_genes": 10}, "drop `n_genes`"),
+        ({"density": 0.1, "n_tfs": 3}, "drop `n_tfs`, `density`"),
+        ({"weight_low": -1.0}, "magnitudes"),
+        ({"tmin": 7}, "tmin=7"),
+        ({"offset_sd": -1.0}, "standard deviations"),
+    ],
+)
+def test_bad_parameters_with_a_network(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        rd.sim.grn(n_obs=5, net=_toy_net(), **kwargs)
+    with pytest.raises(KeyError, match="rename"):
+        rd.sim.grn(n_obs=5, net=_toy_net().rename(columns={"target": "gene"}))
+
+
+def test_expression_in_blocks_equals_one_block(monkeypatch):
+    whole = rd.sim.grn(n_obs=50, n_genes=40, n_tfs=5, noise=0.3, offset_sd=1.0, seed=4)
+    monkeypatch.setattr(rd.sim._grn, "_CHUNK_ELEMENTS", 7 * 40)  # blocks of 7 cells
+    blocks = rd.sim.grn(n_obs=50, n_genes=40, n_tfs=5, noise=0.3, offset_sd=1.0, seed=4)
+    np.testing.assert_array_equal(whole.X, blocks.X)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("REGDECODER_COLLECTRI"), reason="set REGDECODER_COLLECTRI to a local CollecTRI TSV"
+)
+def test_grn_on_collectri_has_its_size():
+    ad = rd.sim.grn(n_obs=3, net=rd.datasets.collectri(), tmin=5, seed=0)
+    p = ad.uns["sim"]["params"]
+    assert (p["n_tfs"], p["n_genes"], p["n_edges"]) == (772, 6652, 42308)

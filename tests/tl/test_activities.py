@@ -13,7 +13,8 @@ import statsmodels.api as sm
 import torch
 
 import regdecoder as rd
-from regdecoder.train._score import EXACT_RIDGE, marginal_t
+from regdecoder.train._latents import EXACT_RIDGE
+from regdecoder.train._score import marginal_t
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +120,7 @@ def test_standard_errors_of_the_latents_match_statsmodels_ols(grn):
     x = _positive_cells(model, 5, seed=1)
     new = rd.sim.grn(n_obs=5, n_genes=120, n_tfs=8, density=0.25, seed=3)[:, model.var_names].copy()
     new.X = x.astype(np.float32)
-    rd.tl.infer(new, model)
+    rd.tl.infer(new, model, standard_errors=True, tol=1e-6)  # the formulas, at a tight tolerance
     w, b = model.weights.astype(np.float64), model.decoder.get_bias().numpy().astype(np.float64)
     z, se = np.asarray(new.obsm["regdecoder_z"]), np.asarray(new.obsm["regdecoder_z_se"])
     zt = rd.get.activities(new, statistic="z_t").X

@@ -130,10 +130,12 @@ def test_infer_with_a_tolerance_reports_the_same_statistic_and_the_fit_agrees(gr
     model = rd.tl.fit_decoder(train, net=grn.uns["sim"]["net"])
     other = grn.copy()
     rd.tl.infer(other, model, key_added="tight", tol=1e-9, max_iter=500)
-    assert other.uns["tight"]["statistic"] == "t" and "tight_z_se" in other.obsm
+    assert other.uns["tight"]["statistic"] == "t" and "tight_z_se" not in other.obsm  # only when asked
     np.testing.assert_allclose(np.asarray(other.obsm["tight"]), np.asarray(train.obsm["regdecoder"]), atol=1e-4)
-    rd.tl.infer(other, model, key_added="again")  # the fit solved its cells as infer does: the same latents
-    np.testing.assert_allclose(np.asarray(other.obsm["again_z"]), np.asarray(train.obsm["regdecoder_z"]), atol=1e-5)
+    rd.tl.infer(other, model, key_added="again")  # the fit solved its cells with infer's solver: the same latents
+    z_fit, z_again = np.asarray(train.obsm["regdecoder_z"]), np.asarray(other.obsm["again_z"])
+    rel = np.linalg.norm(z_again - z_fit, axis=1) / np.linalg.norm(z_fit, axis=1)
+    assert rel.max() <= 4e-3  # twice the solver's tolerance from each start (relative KKT residual 1e-3)
 
 
 def test_empty_cells_get_no_activity_and_a_warning(grn, caplog):

@@ -117,7 +117,9 @@ def test_one_progress_bar_and_no_per_chunk_logs(data, capsys, caplog, monkeypatc
     err = capsys.readouterr().err
     assert "cell/s" in err or "cells/s" in err or "s/cell" in err  # throughput shown
     assert err.count("fit_decoder (ALS)") >= 1
+    assert "latents" in err  # the final latents after the ALS bar have a bar of their own
     info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert info[0].startswith("read 800 cells") and info[-1].startswith("finished fit_decoder")
-    # one line per stage (read, fit, exact pass, t-values, finished), none per chunk of the 8
+    assert any(m.startswith("latents of 800 cells") and " in " in m for m in info)  # with its time
+    # one line per stage (read, fit, final latents, t-values, finished), none per chunk of the 8
     assert len(info) == len({m.split(" in ")[0] for m in info}) <= 7

@@ -145,7 +145,8 @@ def test_one_contrast_vector_gets_ulm_with_the_prior_weights(signed, caplog):
     sign = np.sign(np.asarray(rd.pp.prepare_net(net, one.var_names).sign_matrix(), dtype=np.float64))
     z_ls = np.linalg.lstsq(sign, one.X[0].astype(np.float64), rcond=None)[0]
     np.testing.assert_allclose(one.obsm["regdecoder_z"].to_numpy()[0], z_ls, rtol=2e-2, atol=2e-2)
-    assert np.isfinite(one.obsm["regdecoder_z_se"].to_numpy()).all()
+    rd.tl.infer(one, model, standard_errors=True, key_added="se")  # standard errors: when asked
+    assert np.isfinite(one.obsm["se_z_se"].to_numpy()).all()
     np.testing.assert_array_equal(model.weights != 0, sign != 0)
 
 
@@ -200,13 +201,14 @@ def test_one_cell_gets_ulm_on_its_profile_never_silent_zeros(caplog):
     net = grn.uns["sim"]["net"]
     one = grn[7:8].copy()
     with caplog.at_level(logging.WARNING, logger="regdecoder"):
-        rd.tl.fit_decoder(one, net=net)
+        model = rd.tl.fit_decoder(one, net=net)
     assert "single sample" in caplog.text
+    rd.tl.infer(one, model, standard_errors=True, key_added="se")  # standard errors: when asked
     es, _ = _ulm(one.to_df(), net, signs=True)
     t = rd.get.activities(one).to_df()[es.columns]
     np.testing.assert_allclose(t.to_numpy(), es.to_numpy(), rtol=1e-3, atol=1e-4)
     assert (np.abs(t.to_numpy()) > 0.1).any() and (one.obsm["regdecoder_pvals"].to_numpy() < 1).all()
-    z, se = one.obsm["regdecoder_z"].to_numpy(), one.obsm["regdecoder_z_se"].to_numpy()
+    z, se = one.obsm["regdecoder_z"].to_numpy(), one.obsm["se_z_se"].to_numpy()
     assert (z != 0).any() and not (se == 0).any()  # identified latents have a standard error, others NaN
     truth = grn.obsm["tf_activity"].to_numpy()[7]
     assert np.corrcoef(truth, z[0])[0, 1] > 0.5

@@ -10,11 +10,13 @@ from scipy.optimize import minimize
 from regdecoder.train._censored_ls import solve_censored
 
 
-def _problem(seed, n_cells=12, n_genes=60, k=6, density=0.5, bias=True, zero_cells=2, dtype=torch.float64):
+def _problem(seed, n_cells=12, n_genes=60, k=6, density=0.5, bias=True, zero_cells=2, offset=0.0, dtype=torch.float64):
+    """A censored least-squares problem: cells x genes ``x`` (the first ``zero_cells`` empty), weights
+    and offsets (mean ``offset``: negative ones censor more). Also used by tests/train/test_latents.py."""
     rng = np.random.default_rng(seed)
     w = rng.uniform(-1, 1, (n_genes, k)) * (rng.random((n_genes, k)) < density)
     w[rng.integers(n_genes, size=k), np.arange(k)] = 1.0  # every latent has a target
-    b = rng.normal(0, 0.5, n_genes) if bias else None
+    b = rng.normal(offset, 0.5, n_genes) if bias else None
     z = rng.gamma(2.0, 1.0, (n_cells, k))
     p = z @ w.T + (0 if b is None else b) + rng.normal(0, 0.3, (n_cells, n_genes))
     x = np.maximum(p, 0)
