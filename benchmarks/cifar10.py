@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -46,7 +47,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-import regdecoder as rd
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from torch_only import import_regdecoder  # noqa: E402
+
+rd = import_regdecoder()  # without anndata (a GPU machine): its nn, train and datasets
 
 MODELS = {"1x1": "cifar_1x1", "4x4": "cifar_4x4"}
 KINDS = ("decoder", "autoencoder")
@@ -96,7 +100,9 @@ def run_one(x_tr, x_te, grid_idx, *, model, kind, recipe, eval_epochs, grid_epoc
         )  # fmt: skip
 
     def callback(s: dict) -> bool:
-        late = args.max_seconds is not None and s["seconds"] >= args.max_seconds
+        late = (args.max_seconds is not None and s["seconds"] >= args.max_seconds) or (
+            args.stop_at is not None and time.time() >= args.stop_at
+        )
         if s["epoch"] in eval_epochs or late:
             evaluate(s["epoch"], s["loss"], s["seconds"], s["z"])
         return late
@@ -182,6 +188,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--test-seed", type=int, default=0, help="seed of the class-balanced test set")
     parser.add_argument("--infer-iters", type=int, default=100, help="test-time Adam steps per evaluation")
     parser.add_argument("--max-seconds", type=float, help="stop each run after this much training (evaluated there)")
+    parser.add_argument(
+        "--stop-at", type=float, help="wall-clock deadline (Unix seconds): runs stop there, later ones are skipped"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 was fastest on a shared 2-core CPU)")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
@@ -232,6 +241,9 @@ def main(argv=None) -> pd.DataFrame:
             x_tr = torch.as_tensor(x[idx], device=device)
             for model in args.models:
                 for kind in args.kinds:
+                    if args.stop_at is not None and time.time() >= args.stop_at:
+                        print(f"{model} {kind} {pc}/class seed {seed}: skipped, past --stop-at", flush=True)
+                        continue
                     t0 = time.perf_counter()
                     r, grids, hist = run_one(
                         x_tr, x_te, grid_idx, model=model, kind=kind, recipe=recipe, eval_epochs=eval_epochs,
@@ -251,6 +263,9 @@ def main(argv=None) -> pd.DataFrame:
                         f"{time.perf_counter() - t0:.0f}s",
                         flush=True,
                     )
+    if not rows:
+        print("no run started before --stop-at; nothing written", flush=True)
+        return pd.DataFrame()
     df = pd.DataFrame(rows)
     df["device"] = str(device)
     df["threads"] = args.threads
@@ -260,7 +275,7 @@ def main(argv=None) -> pd.DataFrame:
         "infer": {"optimizer": "adam", "lr": 0.05, "iters_per_eval": args.infer_iters,
                   "start": "nearest training image, then the previous evaluation"},
         "n_test": args.n_test, "test_seed": args.test_seed, "sizes_per_class": sizes, "seeds": seeds,
-        "max_seconds": args.max_seconds, "amp": args.amp, "threads": args.threads, "device": str(device),
+        "max_seconds": args.max_seconds, "stop_at": args.stop_at, "amp": args.amp, "threads": args.threads, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
         "torch": torch.__version__, "train_loss_history": histories,
     }  # fmt: skip

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -31,7 +32,10 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import regdecoder as rd
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from torch_only import import_regdecoder  # noqa: E402
+
+rd = import_regdecoder()  # without anndata (a GPU machine): its nn, train and datasets
 
 MODELS = {
     "mnist": ("bce", rd.train.MNIST_PAPER),

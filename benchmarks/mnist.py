@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -47,7 +48,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-import regdecoder as rd
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from torch_only import import_regdecoder  # noqa: E402
+
+rd = import_regdecoder()  # without anndata (a GPU machine): its nn, train and datasets
 
 PAPER_SIZES = [500, 1000, 2000, 5000, 10000, 15000]
 MODELS = ("decoder", "encoder", "autoencoder")
@@ -69,11 +73,22 @@ def load_mnist(source: str, n_test: int, test_seed: int) -> tuple[np.ndarray, np
     return x, y, xt[test], yt[test]
 
 
-def deadline(max_seconds: float | None):
-    """An engine callback that stops training once its clock passes ``max_seconds``."""
-    if max_seconds is None:
+def deadline(max_seconds: float | None, stop_at: float | None):
+    """An engine callback that stops training once its clock passes ``max_seconds`` or the
+    wall clock passes ``stop_at`` (seconds since the epoch)."""
+    if max_seconds is None and stop_at is None:
         return None
-    return lambda state: state["seconds"] >= max_seconds
+
+    def late(state: dict) -> bool:
+        return (max_seconds is not None and state["seconds"] >= max_seconds) or (
+            stop_at is not None and time.time() >= stop_at
+        )
+
+    return late
+
+
+def too_late(args) -> bool:
+    return args.stop_at is not None and time.time() >= args.stop_at
 
 
 def _errors(prefix: str, xhat: torch.Tensor, x: torch.Tensor) -> dict:
@@ -84,7 +99,7 @@ def run_size(x_tr: torch.Tensor, x_te: torch.Tensor, models: list[str], args, re
     """Train the asked-for models on one training set; one result row each."""
     dev, n = x_tr.device, x_tr.shape[0]
     common = {"loss": "bce", "amp": args.amp, "seed": args.seed, "progress": False}
-    stop = deadline(args.max_seconds)
+    stop = deadline(args.max_seconds, args.stop_at)
     rows = []
 
     def row(model, hist, seconds, xhat_tr, xhat_te, dec, enc, infer_seconds=0.0):
@@ -96,7 +111,7 @@ def run_size(x_tr: torch.Tensor, x_te: torch.Tensor, models: list[str], args, re
             "infer_seconds": infer_seconds, "_history": hist["loss"],
         }  # fmt: skip
 
-    if "decoder" in models:
+    if "decoder" in models and not too_late(args):
         torch.manual_seed(args.seed)  # weight initialisation
         dec, enc = (m.to(dev) for m in rd.nn.image_model("mnist"))
         z = rd.train.init_latents(n, dec.latent_shape, std=recipe.z_init_std, seed=args.seed, device=dev)
@@ -109,7 +124,7 @@ def run_size(x_tr: torch.Tensor, x_te: torch.Tensor, models: list[str], args, re
         infer_s = time.perf_counter() - t1
         xhat_tr, xhat_te = rd.train.reconstruct(dec, z=z), rd.train.reconstruct(dec, z=z_te)
         rows.append(row("decoder", hist, seconds, xhat_tr, xhat_te, dec, enc, infer_s))
-        if "encoder" in models:  # the paper's autoencoder with the decoder fixed: this run's decoder
+        if "encoder" in models and not too_late(args):  # the paper's autoencoder with the decoder fixed
             torch.manual_seed(args.seed + 1)
             _, enc = rd.nn.image_model("mnist")
             enc = enc.to(dev)
@@ -121,7 +136,7 @@ def run_size(x_tr: torch.Tensor, x_te: torch.Tensor, models: list[str], args, re
             xhat_tr = rd.train.reconstruct(dec, x=x_tr, encoder=enc)
             xhat_te = rd.train.reconstruct(dec, x=x_te, encoder=enc)
             rows.append(row("encoder", hist, seconds, xhat_tr, xhat_te, dec, enc))
-    if "autoencoder" in models:
+    if "autoencoder" in models and not too_late(args):
         torch.manual_seed(args.seed)
         dec, enc = (m.to(dev) for m in rd.nn.image_model("mnist"))
         t0 = time.perf_counter()
@@ -201,6 +216,9 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--infer-iters", type=int, default=300, help="test-time Adam steps")
     parser.add_argument("--infer-lr", type=float, default=0.1, help="test-time Adam step size")
     parser.add_argument("--max-seconds", type=float, help="stop each training run after this long (epochs recorded)")
+    parser.add_argument(
+        "--stop-at", type=float, help="wall-clock deadline (Unix seconds): runs stop there, later ones are skipped"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 was 10x faster on a shared 2-core CPU)")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
@@ -257,13 +275,16 @@ def main(argv=None) -> pd.DataFrame:
                 f"{row['train_seconds']:.0f}s + {row['infer_seconds']:.0f}s",
                 flush=True,
             )
+    if not rows:
+        print("no run started before --stop-at; nothing written", flush=True)
+        return pd.DataFrame()
     df = pd.DataFrame(rows)
     df.to_csv(args.out, index=False)
     meta = {
         "recipe": recipe.to_dict(),
         "infer": {"optimizer": "adam", "lr": args.infer_lr, "iters": args.infer_iters, "start": "nearest"},
         "source": args.source, "n_test": args.n_test, "test_seed": args.test_seed, "seed": args.seed,
-        "max_seconds": args.max_seconds, "threads": args.threads, "device": str(device),
+        "max_seconds": args.max_seconds, "stop_at": args.stop_at, "threads": args.threads, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
         "torch": torch.__version__, "train_loss_history_bce_per_pixel": histories,
     }  # fmt: skip

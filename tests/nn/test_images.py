@@ -4,6 +4,8 @@ and the MNIST/CIFAR10 benchmarks end to end at CI size."""
 import importlib.util
 import math
 import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -369,3 +371,21 @@ def test_nearest_start_matches_brute_force():
     torch.testing.assert_close(z0, z_train[torch.as_tensor(ref)])
     z0[0] += 1  # a copy, not a view of the training latents
     torch.testing.assert_close(z_train[3], z0[3])
+
+
+def test_mnist_benchmark_runs_without_anndata(tmp_path):
+    """A GPU machine may have torch but not anndata/scanpy: the image benchmarks import only
+    regdecoder's nn, train and datasets there (benchmarks/torch_only.py)."""
+    _dataset_module().write_mnist(tmp_path, n_train=40, n_test=30, gz=True)
+    code = (
+        "import runpy, sys; sys.modules['anndata'] = None; sys.modules['scanpy'] = None; "
+        f"sys.argv = ['mnist.py', '--source', {str(tmp_path)!r}, '--sizes', '20', '--epochs', '1', '--n-test', '20', "
+        f"'--infer-iters', '1', '--models', 'autoencoder', '--out', {str(tmp_path / 'r.csv')!r}]; "
+        f"runpy.run_path({str(BENCH / 'mnist.py')!r}, run_name='__main__'); "
+        "assert sys.modules['anndata'] is None and 'regdecoder.tl' not in sys.modules"
+    )
+    env = {**os.environ, "PYTHONPATH": str(BENCH.parent)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "anndata is not installed" in done.stderr
+    assert pd.read_csv(tmp_path / "r.csv").model.tolist() == ["autoencoder"]
