@@ -73,7 +73,8 @@ def grid_images(labels: np.ndarray) -> np.ndarray:
 def run_one(x_tr, x_te, grid_idx, *, model, kind, recipe, eval_epochs, grid_epochs, args, seed):
     """One training run; a result row per evaluation epoch, the grids and the training-loss history."""
     torch.manual_seed(seed)  # weight initialisation
-    dec, enc = (m.to(x_tr.device) for m in rd.nn.image_model(MODELS[model]))
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    dec, enc = (m.to(x_tr.device, memory_format=fmt) for m in rd.nn.image_model(MODELS[model]))
     n = x_tr.shape[0]
     loads = rd.nn.image_loads(dec, enc, n)
     rows, grids = [], {}
@@ -194,6 +195,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 was fastest on a shared 2-core CPU)")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
+    parser.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="modules and images in channels-last memory format (1.2-2x faster per image for the 1x1 decoder on a CPU)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "cifar10.csv")
     parser.add_argument("--plot-only", nargs="+", type=Path, metavar="CSV", help="merge these CSVs into --out + plot")
     return parser
@@ -232,13 +239,14 @@ def main(argv=None) -> pd.DataFrame:
     x, y = rd.datasets.cifar10(args.data, split="train")
     xt, yt = rd.datasets.cifar10(args.data, split="test")
     test = rd.datasets.balanced_subset(yt, args.n_test // 10, seed=args.test_seed)
-    x_te = torch.as_tensor(xt[test], device=device)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    x_te = torch.as_tensor(xt[test], device=device).contiguous(memory_format=fmt)
     grid_idx = grid_images(yt[test])
     rows, histories = [], {}
     for pc in sizes:
         for seed in seeds:
             idx = rd.datasets.balanced_subset(y, pc, seed=seed)
-            x_tr = torch.as_tensor(x[idx], device=device)
+            x_tr = torch.as_tensor(x[idx], device=device).contiguous(memory_format=fmt)
             for model in args.models:
                 for kind in args.kinds:
                     if args.stop_at is not None and time.time() >= args.stop_at:
@@ -275,7 +283,8 @@ def main(argv=None) -> pd.DataFrame:
         "infer": {"optimizer": "adam", "lr": 0.05, "iters_per_eval": args.infer_iters,
                   "start": "nearest training image, then the previous evaluation"},
         "n_test": args.n_test, "test_seed": args.test_seed, "sizes_per_class": sizes, "seeds": seeds,
-        "max_seconds": args.max_seconds, "stop_at": args.stop_at, "amp": args.amp, "threads": args.threads, "device": str(device),
+        "max_seconds": args.max_seconds, "stop_at": args.stop_at, "amp": args.amp,
+        "channels_last": args.channels_last, "threads": args.threads, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
         "torch": torch.__version__, "train_loss_history": histories,
     }  # fmt: skip

@@ -16,7 +16,8 @@ compilation is not timed).
     python benchmarks/image_speed.py                              # 1 and 2 threads, every variant
     python benchmarks/image_speed.py --threads 1 --variants plain --steps 5   # a quick look
 
-Writes ``--out`` (CSV, one row per threads x model x kind x variant) and prints it.
+Writes ``--out`` (CSV, one row per threads x model x kind x round x variant; rounds alternate
+the variants, so a change of the machine's load hits them alike) and prints each row.
 """
 
 from __future__ import annotations
@@ -121,30 +122,30 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--steps", type=int, default=20, help="timed batches of 32 per configuration")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds; each round times every variant once, in turn")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS / "image_speed.csv")
     args = parser.parse_args(argv)
     rows = []
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     for threads in args.threads:
         torch.set_num_threads(threads)
         for name in args.models:
             for kind in args.kinds:
-                for variant in args.variants:
-                    load = os.getloadavg()[0]
-                    row = {"threads": threads, **time_one(name, kind, variant, args.steps, args.seed)}
-                    row["load_average_1min"] = load
-                    rows.append(row)
-                    print(
-                        f"threads {threads} {name:9s} {kind:11s} {variant:13s} {row['images_per_s']:7.1f} images/s "
-                        f"{row['gflop_per_s']:6.2f} GFLOP/s = {row['fraction_of_peak']:.2f} of {row['peak_gflop_per_s']:.0f} "
-                        f"(load {load:.1f})",
-                        flush=True,
-                    )
-    df = pd.DataFrame(rows)
-    df["torch"] = torch.__version__
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(args.out, index=False)
-    return df
+                for rep in range(args.repeats):
+                    for variant in args.variants:
+                        load = os.getloadavg()[0]
+                        row = {"threads": threads, "round": rep, **time_one(name, kind, variant, args.steps, args.seed)}
+                        row.update(load_average_1min=load, torch=torch.__version__)
+                        rows.append(row)
+                        pd.DataFrame(rows).to_csv(args.out, index=False)  # every row survives an interrupted run
+                        print(
+                            f"threads {threads} {name:9s} {kind:11s} {variant:13s} {row['images_per_s']:7.1f} images/s "
+                            f"{row['gflop_per_s']:6.2f} GFLOP/s = {row['fraction_of_peak']:.2f} of "
+                            f"{row['peak_gflop_per_s']:.0f} (load {load:.1f})",
+                            flush=True,
+                        )
+    return pd.DataFrame(rows)
 
 
 if __name__ == "__main__":
