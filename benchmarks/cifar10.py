@@ -75,6 +75,8 @@ def run_one(x_tr, x_te, grid_idx, *, model, kind, recipe, eval_epochs, grid_epoc
     torch.manual_seed(seed)  # weight initialisation
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     dec, enc = (m.to(x_tr.device, memory_format=fmt) for m in rd.nn.image_model(MODELS[model]))
+    if args.compile:
+        dec, enc = torch.compile(dec), torch.compile(enc)
     n = x_tr.shape[0]
     loads = rd.nn.image_loads(dec, enc, n)
     rows, grids = [], {}
@@ -201,6 +203,9 @@ def _parser() -> argparse.ArgumentParser:
         default=True,
         help="modules and images in channels-last memory format (1.2-2x faster per image for the 1x1 decoder on a CPU)",
     )
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the modules (the 4x4 decoder: 1.6x per image on a CPU)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "cifar10.csv")
     parser.add_argument("--plot-only", nargs="+", type=Path, metavar="CSV", help="merge these CSVs into --out + plot")
     return parser
@@ -284,7 +289,7 @@ def main(argv=None) -> pd.DataFrame:
                   "start": "nearest training image, then the previous evaluation"},
         "n_test": args.n_test, "test_seed": args.test_seed, "sizes_per_class": sizes, "seeds": seeds,
         "max_seconds": args.max_seconds, "stop_at": args.stop_at, "amp": args.amp,
-        "channels_last": args.channels_last, "threads": args.threads, "device": str(device),
+        "channels_last": args.channels_last, "compile": args.compile, "threads": args.threads, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
         "torch": torch.__version__, "train_loss_history": histories,
     }  # fmt: skip

@@ -20,7 +20,8 @@
 # not needed (benchmarks/torch_only.py imports regdecoder's nn, train and datasets without them).
 # Environment: PYTHON (python3), DEVICE (cuda), SLOTS (16 jobs at once), TRAIN_SECONDS (450),
 # LIMIT (540: each job is killed after this many seconds from the start; the merge then takes seconds), TINY=1 (a dry run at
-# tiny sizes and epochs, e.g. with DEVICE=cpu, to check the script end to end).
+# tiny sizes and epochs, e.g. with DEVICE=cpu, to check the script end to end), MNIST_EXTRA and
+# CIFAR_EXTRA (more flags for those jobs, e.g. "--compile": not tried on a GPU yet).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${1:-benchmarks/results/gpu_images}
@@ -49,10 +50,11 @@ else
 fi
 
 M="benchmarks/mnist.py --device $DEVICE --epochs $M_EPOCHS --infer-iters $M_INFER --n-test $M_TEST --stop-at $STOP_AT"
+M="$M ${MNIST_EXTRA:-}"
 C="benchmarks/cifar10.py --device $DEVICE --amp --epochs $C_EPOCHS --n-test $C_TEST --infer-iters $C_INFER"
-C="$C --n-evals $C_EVALS --stop-at $STOP_AT"
+C="$C --n-evals $C_EVALS --stop-at $STOP_AT ${CIFAR_EXTRA:-}"
 F="benchmarks/cifar10.py --device $DEVICE --amp --full --sizes $C_FULL_SIZE --seeds 0 --epochs $C_FULL_EPOCHS"
-F="$F --grid-epochs $C_GRID --n-test $C_TEST --infer-iters $C_INFER --n-evals $C_EVALS --stop-at $STOP_AT"
+F="$F --grid-epochs $C_GRID --n-test $C_TEST --infer-iters $C_INFER --n-evals $C_EVALS --stop-at $STOP_AT ${CIFAR_EXTRA:-}"
 
 JOBS="$OUTDIR/jobs.txt"
 : >"$JOBS"
