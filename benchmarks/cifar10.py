@@ -161,7 +161,7 @@ def plot_grid(original: np.ndarray, grids: dict[int, np.ndarray], title: str, pa
         for c in range(8):
             ax = axes[r, c]
             if c < len(imgs):
-                ax.imshow(np.clip(imgs[c].transpose(1, 2, 0), 0, 1))
+                ax.imshow(np.clip(imgs[c].transpose(1, 2, 0), 0, 1), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r, 0].set_ylabel(label, fontsize=7)
