@@ -117,6 +117,13 @@ def run_size(x_tr: torch.Tensor, x_te: torch.Tensor, models: list[str], args, re
             "infer_seconds": infer_seconds, "_history": hist["loss"],
         }  # fmt: skip
 
+    def through_encoder(kind: str, dec, enc) -> dict:  # kind 'encoder' (decoder frozen) or 'autoencoder'
+        t0 = time.perf_counter()
+        _, hist = rd.train.fit_gradient(dec, x_tr, None, recipe, kind=kind, encoder=enc, callback=stop, **common)
+        seconds = time.perf_counter() - t0
+        xhat_tr = rd.train.reconstruct(dec, x=x_tr, encoder=enc)
+        return row(kind, hist, seconds, xhat_tr, rd.train.reconstruct(dec, x=x_te, encoder=enc), dec, enc)
+
     if "decoder" in models and not too_late(args):
         torch.manual_seed(args.seed)  # weight initialisation
         dec, enc = build(args, dev)
@@ -133,25 +140,10 @@ def run_size(x_tr: torch.Tensor, x_te: torch.Tensor, models: list[str], args, re
         if "encoder" in models and not too_late(args):  # the paper's autoencoder with the decoder fixed
             torch.manual_seed(args.seed + 1)
             _, enc = build(args, dev)
-            t0 = time.perf_counter()
-            _, hist = rd.train.fit_gradient(
-                dec, x_tr, None, recipe, kind="encoder", encoder=enc, callback=stop, **common
-            )
-            seconds = time.perf_counter() - t0
-            xhat_tr = rd.train.reconstruct(dec, x=x_tr, encoder=enc)
-            xhat_te = rd.train.reconstruct(dec, x=x_te, encoder=enc)
-            rows.append(row("encoder", hist, seconds, xhat_tr, xhat_te, dec, enc))
+            rows.append(through_encoder("encoder", dec, enc))
     if "autoencoder" in models and not too_late(args):
         torch.manual_seed(args.seed)
-        dec, enc = build(args, dev)
-        t0 = time.perf_counter()
-        _, hist = rd.train.fit_gradient(
-            dec, x_tr, None, recipe, kind="autoencoder", encoder=enc, callback=stop, **common
-        )
-        seconds = time.perf_counter() - t0
-        xhat_tr = rd.train.reconstruct(dec, x=x_tr, encoder=enc)
-        xhat_te = rd.train.reconstruct(dec, x=x_te, encoder=enc)
-        rows.append(row("autoencoder", hist, seconds, xhat_tr, xhat_te, dec, enc))
+        rows.append(through_encoder("autoencoder", *build(args, dev)))
     return rows
 
 
@@ -290,7 +282,8 @@ def main(argv=None) -> pd.DataFrame:
         "recipe": recipe.to_dict(),
         "infer": {"optimizer": "adam", "lr": args.infer_lr, "iters": args.infer_iters, "start": "nearest"},
         "source": args.source, "n_test": args.n_test, "test_seed": args.test_seed, "seed": args.seed,
-        "max_seconds": args.max_seconds, "stop_at": args.stop_at, "compile": args.compile, "threads": args.threads, "device": str(device),
+        "max_seconds": args.max_seconds, "stop_at": args.stop_at, "compile": args.compile, "threads": args.threads,
+        "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
         "torch": torch.__version__, "train_loss_history_bce_per_pixel": histories,
     }  # fmt: skip
