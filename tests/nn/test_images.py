@@ -266,6 +266,7 @@ def test_mnist_benchmark_idx_source(tmp_path):
     assert df.epochs.tolist() == [1] and df.epochs_planned.tolist() == [3]
 
 
+@pytest.mark.slow  # ~5-10 s: reads the 70,000 images
 @pytest.mark.skipif(not os.environ.get("REGDECODER_MNIST"), reason="set REGDECODER_MNIST to the MNIST IDX folder")
 def test_mnist_benchmark_on_the_real_files(tmp_path):
     bench = _load("mnist")
@@ -331,6 +332,7 @@ def test_cifar10_benchmark_needs_data(tmp_path, monkeypatch):
         _load("cifar10").main(["--data", str(tmp_path / "none"), "--n-test", "15", "--out", str(tmp_path / "c.csv")])
 
 
+@pytest.mark.slow  # ~5-10 s: times 4 training epochs
 def test_image_speed_counts_the_papers_flops(tmp_path):
     df = _load("image_speed").main(
         ["--threads", "1", "--steps", "1", "--models", "cifar_4x4", "--kinds", "decoder", "autoencoder"]
@@ -373,6 +375,7 @@ def test_nearest_start_matches_brute_force():
     torch.testing.assert_close(z_train[3], z0[3])
 
 
+@pytest.mark.slow  # ~5-10 s: a fresh interpreter
 def test_mnist_benchmark_runs_without_anndata(tmp_path):
     """A GPU machine may have torch but not anndata/scanpy: the image benchmarks import only
     regdecoder's nn, train and datasets there (benchmarks/torch_only.py)."""
