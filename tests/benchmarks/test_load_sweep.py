@@ -24,9 +24,12 @@ def test_load_sweep_smoke(tmp_path):
     # one row per size x replicate x model x test set
     assert len(back) == 2 * 2 * len(mod.MODELS) * len(mod.TEST_SETS)
     np.testing.assert_allclose(back.pcc, df.pcc)
-    # the load columns follow the formulas (n=60 genes, m=6 TFs, N training cells)
+    # the load columns follow the formulas (n=60 genes, m=6 TFs, N training cells); fit_decoder's
+    # default has one offset per gene, the autoencoder's decoder none
     n, m = 60, 6
-    np.testing.assert_allclose(back.alpha_d_all_weights, back.n_train * n / (n * m + back.n_train * m))
+    assert back.decoder_offsets.all()
+    c_d = np.where(back.model == "autoencoder", n * m, n * m + n)
+    np.testing.assert_allclose(back.alpha_d_all_weights, back.n_train * n / (c_d + back.n_train * m))
     # the decoder recovers the TFs on the in-distribution test cells at the larger size
     dec = back[(back.model == "decoder") & (back.test_set == "test") & (back.n_train == 120)]
     assert (dec.pcc > 0.95).all()

