@@ -198,25 +198,33 @@ def precision(xc: np.ndarray, s: sp.csr_matrix, lam: float, *, floor: float = PR
 
 # ----------------------------------------------------------------------------- the censored model
 def censored_ridge(
-    x: np.ndarray, s: sp.csr_matrix, lam: float, *, offset: np.ndarray | None = None, rounds: int = 30,
+    x: np.ndarray, s: sp.csr_matrix, lam: float, *, offset: np.ndarray | None = None, p: np.ndarray | None = None,
+    rounds: int = 50, tol: float = 1e-6,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """The censored model ``x = ReLU(S z + b)`` with the ridge ``lam * s |z|^2``, solved by
-    imputation rounds: censored entries (``x <= 0``) are imputed at ``min(prediction, 0)``, then
-    one least-squares solve for every cell with one shared factor (the issue-18 prototype).
-    ``offset`` None: fit the offsets ``b`` too (training cells). Returns ``z``, the t-values of
-    the last round's linear solve on the imputed data, and ``b``."""
-    est = linear(s, lam)
+    """The censored model ``x = ReLU(S z + b)`` with the ridge ``lam * s |z|^2`` (weighted by
+    ``p`` if given), solved by imputation rounds: censored entries (``x <= 0``) are imputed at
+    ``min(prediction, 0)``, then one least-squares solve for every cell with one shared factor
+    (the issue-18 prototype; each round lowers the censored loss). ``offset`` None: fit the
+    offsets ``b`` too (training cells). Stops after ``rounds`` or when no imputed value moved by
+    more than ``tol`` x the data's largest value. Returns ``z``, the t-values of the last
+    round's linear solve on the imputed data, and ``b``."""
+    est = linear(s, lam, p=p)
     fit_b = offset is None
     b = x.mean(0) if fit_b else np.asarray(offset, float)
     censored = x <= 0
     y = x.astype(np.float64, copy=True)
+    step = tol * max(float(np.abs(x).max()), 1e-300)
     for _ in range(rounds):
         z, _ = est.coef(y - b)
         pred = np.asarray(s @ z.T).T + b
         if fit_b:
             b = b + (y - pred).mean(0)
             pred = np.asarray(s @ z.T).T + b
-        y = np.where(censored, np.minimum(pred, 0.0), x)
+        new = np.where(censored, np.minimum(pred, 0.0), x)
+        moved = float(np.abs(new - y).max())
+        y = new
+        if moved <= step:
+            break
     z, t = est.t(y - b)
     return z, t, b
 
@@ -225,30 +233,33 @@ def censored_ridge(
 def fit_linear_decoder(x: np.ndarray, s: sp.csr_matrix, *, shrink: float = 0.1, epochs: int = 10, ridge: float = 1e-3):
     """Prototype of the linear (uncensored) decoder fit by regdecoder's ALS recipe (for signed
     data, until the package has one): ``x ~ W z + b``, ``W`` on the prior's edges, starting at
-    the prior's weights, each gene's weights shrunk toward them with ``shrink * N * |w_g - s_g|^2``,
-    the latents with a small ridge (``ridge`` x mean squared weight norm), offsets the residual
-    means. Returns ``W`` (sparse, genes x k) and ``b``."""
-    n = x.shape[0]
-    s = s.tocsr()
-    w = s.astype(np.float64).copy()
+    the prior's weights; each epoch solves every cell's latents (a small ridge: ``ridge`` x the
+    mean squared weight norm), then every gene's weights (:func:`weight_step`), then the offsets
+    (the residual means). Returns ``W`` (sparse, genes x k) and ``b``."""
+    w = s.tocsr().astype(np.float64)
     b = x.mean(0)
-    by_size: dict[int, list[int]] = {}
-    for g in range(s.shape[0]):
-        r = s.indptr[g + 1] - s.indptr[g]
-        if r:
-            by_size.setdefault(r, []).append(g)
     for _ in range(epochs):
         z, _ = linear(w, ridge).coef(x - b)
-        zz = z.T @ z
-        xc = x - b
-        for r, genes in by_size.items():
-            genes = np.asarray(genes)
-            cols = np.stack([s.indices[s.indptr[g] : s.indptr[g + 1]] for g in genes])  # n_g x r
-            prior = np.stack([s.data[s.indptr[g] : s.indptr[g + 1]] for g in genes])
-            lhs = zz[cols[:, :, None], cols[:, None, :]] + shrink * n * np.eye(r)
-            rhs = np.einsum("cgr,cg->gr", z[:, cols], xc[:, genes]) + shrink * n * prior
-            sol = np.linalg.solve(lhs, rhs[..., None])[..., 0]
-            for i, g in enumerate(genes):
-                w.data[w.indptr[g] : w.indptr[g + 1]] = sol[i]
+        w = weight_step(z, x - b, s, shrink)
         b = x.mean(0) - np.asarray(w @ z.mean(0)).ravel()
     return w, b
+
+
+def weight_step(z: np.ndarray, xc: np.ndarray, s: sp.csr_matrix, shrink: float) -> sp.csr_matrix:
+    """Every gene's weights on its prior edges given the latents ``z`` (cells x k):
+    ``argmin_w |xc_g - Z_g w|^2 + shrink * N * |w - s_g|^2`` (``Z_g`` the latents of the gene's
+    regulators, ``s_g`` its prior weights, ``N`` cells), batched over genes with equally many
+    regulators."""
+    n = z.shape[0]
+    s = s.tocsr()
+    w = s.astype(np.float64).copy()
+    zz = z.T @ z
+    sizes = np.diff(s.indptr)
+    for r in np.unique(sizes[sizes > 0]):
+        genes = np.flatnonzero(sizes == r)
+        pos = s.indptr[genes][:, None] + np.arange(r)  # n_g x r positions in s.data / s.indices
+        cols, prior = s.indices[pos], s.data[pos]
+        lhs = zz[cols[:, :, None], cols[:, None, :]] + shrink * n * np.eye(r)
+        rhs = np.einsum("cgr,cg->gr", z[:, cols], xc[:, genes]) + shrink * n * prior
+        w.data[pos] = np.linalg.solve(lhs, rhs[..., None])[..., 0]
+    return w
