@@ -152,23 +152,27 @@ def linear(s: sp.csr_matrix, lam: float, *, p: np.ndarray | None = None, kind: s
 
 def choose_lambda(
     xc: np.ndarray, s: sp.csr_matrix, *, p: np.ndarray | None = None, lambdas=LAMBDAS, kind: str = "ridge",
-    n_folds: int = 5, seed: int = 0,
+    n_folds: int = 5, seed: int = 0, rule: str = "min",
 ) -> tuple[float, dict[float, float]]:  # fmt: skip
-    """``lam`` with the lowest held-out-gene reconstruction error on centred data ``xc``
-    (cells x genes), and the error of every ``lam`` (relative to the held-out genes' sum of
-    squares; weighted by ``p``). Folds: the targeted genes in ``n_folds`` seeded parts. One
-    eigendecomposition of ``S'PS`` per fold gives every ``lam`` of the ridge."""
+    """``lam`` chosen by held-out-gene reconstruction on centred data ``xc`` (cells x genes), and
+    the error of every ``lam`` (over all folds, relative to the held-out genes' sum of squares;
+    weighted by ``p``). Folds: the targeted genes in ``n_folds`` seeded parts. ``rule='min'``:
+    the lowest error; ``'1se'``: the largest ``lam`` whose error is within one standard error
+    (over folds) of the lowest (Hastie, Tibshirani & Friedman 2009, sec. 7.10; glmnet's
+    ``lambda.1se``). One eigendecomposition of ``S'PS`` per fold gives every ``lam``."""
     p = np.ones(s.shape[0]) if p is None else np.asarray(p, float)
     targeted = np.flatnonzero(np.asarray(abs(s).sum(1)).ravel() > 0)
     folds = np.array_split(np.random.default_rng(seed).permutation(targeted), n_folds)
     err = np.zeros(len(lambdas))
+    per_fold = np.zeros((n_folds, len(lambdas)))
     total = 0.0
-    for held in folds:
+    for f, held in enumerate(folds):
         keep = np.ones(s.shape[0], bool)
         keep[held] = False
         s_in, s_out = s[keep], s[held]
         x_out = xc[:, held]
-        total += float(((x_out**2) * p[held]).sum())
+        fold_total = float(((x_out**2) * p[held]).sum())
+        total += fold_total
         g = gram(s_in, p[keep])
         d = np.diag(g)
         scale = float(np.mean(d))
@@ -180,9 +184,16 @@ def choose_lambda(
             rhs_v = uv if kind == "ridge" else uv + lam * scale * (shrink_to @ vecs)
             z = (rhs_v / (vals + lam * scale)) @ vecs.T
             pred = np.asarray(s_out @ z.T).T
-            err[i] += float((((x_out - pred) ** 2) * p[held]).sum())
+            per_fold[f, i] = float((((x_out - pred) ** 2) * p[held]).sum()) / max(fold_total, 1e-300)
+            err[i] += per_fold[f, i] * fold_total
     rel = err / max(total, 1e-300)
-    return float(lambdas[int(np.argmin(rel))]), dict(zip(map(float, lambdas), map(float, rel), strict=True))
+    best = int(np.argmin(rel))
+    if rule == "1se":
+        se = per_fold[:, best].std(ddof=1) / np.sqrt(n_folds)
+        best = int(np.flatnonzero(rel <= rel[best] + se).max())
+    elif rule != "min":
+        raise ValueError(f"unknown rule {rule!r}")
+    return float(lambdas[best]), dict(zip(map(float, lambdas), map(float, rel), strict=True))
 
 
 def precision(xc: np.ndarray, s: sp.csr_matrix, lam: float, *, floor: float = PRECISION_FLOOR) -> np.ndarray:
