@@ -240,6 +240,46 @@ def censored_ridge(
     return z, t, b
 
 
+def choose_lambda_censored(
+    x: np.ndarray, s: sp.csr_matrix, offset: np.ndarray, *, p: np.ndarray | None = None, lambdas=LAMBDAS,
+    n_folds: int = 5, seed: int = 0, max_cells: int = 300, rule: str = "min",
+) -> tuple[float, dict[float, float]]:  # fmt: skip
+    """:func:`choose_lambda` under the censored model: latents from the other genes by
+    :func:`censored_ridge` (offsets fixed), the held-out genes predicted as ``ReLU(S z + b)`` and
+    scored by the censored loss (``(x - pred)^2`` where ``x > 0``, ``max(pred, 0)^2`` where
+    ``x = 0``), relative to the same loss of the offsets alone. On at most ``max_cells`` seeded
+    cells (the choice of one number needs no more)."""
+    rng = np.random.default_rng(seed)
+    p = np.ones(s.shape[0]) if p is None else np.asarray(p, float)
+    if x.shape[0] > max_cells:
+        x = x[np.sort(rng.permutation(x.shape[0])[:max_cells])]
+    targeted = np.flatnonzero(np.asarray(abs(s).sum(1)).ravel() > 0)
+    folds = np.array_split(np.random.default_rng(seed).permutation(targeted), n_folds)
+
+    def loss(obs, pred, w):
+        return float((np.where(obs > 0, (obs - pred) ** 2, np.maximum(pred, 0.0) ** 2) * w).sum())
+
+    err = np.zeros(len(lambdas))
+    per_fold = np.zeros((n_folds, len(lambdas)))
+    total = 0.0
+    for f, held in enumerate(folds):
+        keep = np.ones(s.shape[0], bool)
+        keep[held] = False
+        x_out, b_out = x[:, held], offset[held]
+        base = loss(x_out, np.broadcast_to(b_out, x_out.shape), p[held])
+        total += base
+        for i, lam in enumerate(lambdas):
+            z, _, _ = censored_ridge(x[:, keep], s[keep], lam, offset=offset[keep], p=p[keep])
+            per_fold[f, i] = loss(x_out, np.asarray(s[held] @ z.T).T + b_out, p[held]) / max(base, 1e-300)
+            err[i] += per_fold[f, i] * base
+    rel = err / max(total, 1e-300)
+    best = int(np.argmin(rel))
+    if rule == "1se":
+        se = per_fold[:, best].std(ddof=1) / np.sqrt(n_folds)
+        best = int(np.flatnonzero(rel <= rel[best] + se).max())
+    return float(lambdas[best]), dict(zip(map(float, lambdas), map(float, rel), strict=True))
+
+
 # ----------------------------------------------------------------------------- a linear decoder fit
 def fit_linear_decoder(x: np.ndarray, s: sp.csr_matrix, *, shrink: float = 0.1, epochs: int = 10, ridge: float = 1e-3):
     """Prototype of the linear (uncensored) decoder fit by regdecoder's ALS recipe (for signed

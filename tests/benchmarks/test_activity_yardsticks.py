@@ -235,3 +235,16 @@ def test_quick_run_writes_one_table(yard, tmp_path):
     assert abs(wide.loc["marginal t (prior)", "perturbation"] - wide.loc["ulm", "perturbation"]) < 0.01
     # the joint end recovers the simulated truth better than the marginal end on CollecTRI's shape
     assert wide.loc["ridge lam=0.01", "sim_collectri"] > wide.loc["ridge lam=10000", "sim_collectri"] + 0.05
+
+
+def test_censored_held_out_genes_choose_little_ridge_for_the_models_own_data(cand):
+    rng = np.random.default_rng(9)
+    s, _ = _toy(seed=9, n_genes=120, k=5)
+    dense = s.toarray()
+    b = rng.normal(0, 0.5, 120)
+    x = np.maximum(rng.gamma(2.0, 1.0, (80, 5)) @ dense.T + b + 0.05 * rng.normal(size=(80, 120)), 0.0)
+    lam, curve = cand.choose_lambda_censored(x, s, b)
+    assert lam <= 0.1 and curve[lam] < 0.1  # the held-out genes are predicted almost exactly
+    noise = np.maximum(rng.normal(size=x.shape) + b, 0.0)
+    lam, curve = cand.choose_lambda_censored(noise, s, b)
+    assert lam >= 10 and curve[lam] > 0.98  # nothing to predict: little beyond the offsets
