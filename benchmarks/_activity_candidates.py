@@ -161,38 +161,43 @@ def choose_lambda(
     (over folds) of the lowest (Hastie, Tibshirani & Friedman 2009, sec. 7.10; glmnet's
     ``lambda.1se``). One eigendecomposition of ``S'PS`` per fold gives every ``lam``."""
     p = np.ones(s.shape[0]) if p is None else np.asarray(p, float)
+
+    def fold(keep: np.ndarray, held: np.ndarray) -> tuple[np.ndarray, float]:
+        x_out = xc[:, held]
+        g = gram(s[keep], p[keep])
+        d = np.diag(g)
+        scale = float(np.mean(d))
+        u = np.asarray(s[keep].T @ (xc[:, keep] * p[keep]).T).T  # cells x k
+        vals, vecs = np.linalg.eigh(g)
+        uv = u @ vecs
+        shrink_to = (u / np.where(d > 0, d, 1.0)) @ vecs if kind == "shrink" else 0.0
+        err = np.empty(len(lambdas))
+        for i, lam in enumerate(lambdas):
+            z = ((uv + lam * scale * shrink_to) / (vals + lam * scale)) @ vecs.T
+            err[i] = float((((x_out - np.asarray(s[held] @ z.T).T) ** 2) * p[held]).sum())
+        return err, float(((x_out**2) * p[held]).sum())
+
+    return _held_out_genes(s, lambdas, n_folds, seed, rule, fold)
+
+
+def _held_out_genes(s, lambdas, n_folds: int, seed: int, rule: str, fold) -> tuple[float, dict[float, float]]:
+    """The targeted genes in ``n_folds`` seeded folds; ``fold(keep, held)`` gives a fold's error
+    per ``lam`` and its baseline; the pooled relative error picks ``lam`` by ``rule``."""
+    if rule not in ("min", "1se"):
+        raise ValueError(f"unknown rule {rule!r}")
     targeted = np.flatnonzero(np.asarray(abs(s).sum(1)).ravel() > 0)
     folds = np.array_split(np.random.default_rng(seed).permutation(targeted), n_folds)
-    err = np.zeros(len(lambdas))
-    per_fold = np.zeros((n_folds, len(lambdas)))
-    total = 0.0
+    per_fold, base = np.zeros((n_folds, len(lambdas))), np.zeros(n_folds)
     for f, held in enumerate(folds):
         keep = np.ones(s.shape[0], bool)
         keep[held] = False
-        s_in, s_out = s[keep], s[held]
-        x_out = xc[:, held]
-        fold_total = float(((x_out**2) * p[held]).sum())
-        total += fold_total
-        g = gram(s_in, p[keep])
-        d = np.diag(g)
-        scale = float(np.mean(d))
-        u = np.asarray(s_in.T @ (xc[:, keep] * p[keep]).T).T  # cells x k
-        vals, vecs = np.linalg.eigh(g)
-        uv = u @ vecs
-        shrink_to = u / np.where(d > 0, d, 1.0) if kind == "shrink" else None
-        for i, lam in enumerate(lambdas):
-            rhs_v = uv if kind == "ridge" else uv + lam * scale * (shrink_to @ vecs)
-            z = (rhs_v / (vals + lam * scale)) @ vecs.T
-            pred = np.asarray(s_out @ z.T).T
-            per_fold[f, i] = float((((x_out - pred) ** 2) * p[held]).sum()) / max(fold_total, 1e-300)
-            err[i] += per_fold[f, i] * fold_total
-    rel = err / max(total, 1e-300)
+        err, base[f] = fold(keep, held)
+        per_fold[f] = err / max(base[f], 1e-300)
+    rel = (per_fold * base[:, None]).sum(0) / max(base.sum(), 1e-300)
     best = int(np.argmin(rel))
     if rule == "1se":
         se = per_fold[:, best].std(ddof=1) / np.sqrt(n_folds)
         best = int(np.flatnonzero(rel <= rel[best] + se).max())
-    elif rule != "min":
-        raise ValueError(f"unknown rule {rule!r}")
     return float(lambdas[best]), dict(zip(map(float, lambdas), map(float, rel), strict=True))
 
 
@@ -249,35 +254,22 @@ def choose_lambda_censored(
     scored by the censored loss (``(x - pred)^2`` where ``x > 0``, ``max(pred, 0)^2`` where
     ``x = 0``), relative to the same loss of the offsets alone. On at most ``max_cells`` seeded
     cells (the choice of one number needs no more)."""
-    rng = np.random.default_rng(seed)
     p = np.ones(s.shape[0]) if p is None else np.asarray(p, float)
     if x.shape[0] > max_cells:
-        x = x[np.sort(rng.permutation(x.shape[0])[:max_cells])]
-    targeted = np.flatnonzero(np.asarray(abs(s).sum(1)).ravel() > 0)
-    folds = np.array_split(np.random.default_rng(seed).permutation(targeted), n_folds)
+        x = x[np.sort(np.random.default_rng(seed).permutation(x.shape[0])[:max_cells])]
 
     def loss(obs, pred, w):
         return float((np.where(obs > 0, (obs - pred) ** 2, np.maximum(pred, 0.0) ** 2) * w).sum())
 
-    err = np.zeros(len(lambdas))
-    per_fold = np.zeros((n_folds, len(lambdas)))
-    total = 0.0
-    for f, held in enumerate(folds):
-        keep = np.ones(s.shape[0], bool)
-        keep[held] = False
+    def fold(keep: np.ndarray, held: np.ndarray) -> tuple[np.ndarray, float]:
         x_out, b_out = x[:, held], offset[held]
-        base = loss(x_out, np.broadcast_to(b_out, x_out.shape), p[held])
-        total += base
+        err = np.empty(len(lambdas))
         for i, lam in enumerate(lambdas):
             z, _, _ = censored_ridge(x[:, keep], s[keep], lam, offset=offset[keep], p=p[keep])
-            per_fold[f, i] = loss(x_out, np.asarray(s[held] @ z.T).T + b_out, p[held]) / max(base, 1e-300)
-            err[i] += per_fold[f, i] * base
-    rel = err / max(total, 1e-300)
-    best = int(np.argmin(rel))
-    if rule == "1se":
-        se = per_fold[:, best].std(ddof=1) / np.sqrt(n_folds)
-        best = int(np.flatnonzero(rel <= rel[best] + se).max())
-    return float(lambdas[best]), dict(zip(map(float, lambdas), map(float, rel), strict=True))
+            err[i] = loss(x_out, np.asarray(s[held] @ z.T).T + b_out, p[held])
+        return err, loss(x_out, np.broadcast_to(b_out, x_out.shape), p[held])
+
+    return _held_out_genes(s, lambdas, n_folds, seed, rule, fold)
 
 
 # ----------------------------------------------------------------------------- a linear decoder fit

@@ -18,22 +18,22 @@ import scipy.sparse as sp
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-@pytest.fixture(scope="module")
-def cand():
+def _bench_module(name: str):
     sys.path.insert(0, str(BENCH))
     try:
-        yield importlib.import_module("_activity_candidates")
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(BENCH))
+
+
+@pytest.fixture(scope="module")
+def cand():
+    return _bench_module("_activity_candidates")
 
 
 @pytest.fixture(scope="module")
 def yard():
-    sys.path.insert(0, str(BENCH))
-    try:
-        yield importlib.import_module("activity_yardsticks")
-    finally:
-        sys.path.remove(str(BENCH))
+    return _bench_module("activity_yardsticks")
 
 
 def _toy(seed=0, n_cells=40, n_genes=60, k=5, density=0.3, noise=0.3):
