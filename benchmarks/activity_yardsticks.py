@@ -36,10 +36,15 @@ training mean, unless the row says otherwise.
     python benchmarks/activity_yardsticks.py --net collectri_human.tsv --pbmc3k pbmc3k.h5ad --perturbation DIR
     python benchmarks/activity_yardsticks.py --quick    # small sizes, a few candidates (the test)
 
+A NaN score (e.g. ``z / se`` where the package leaves a latent unidentified) counts as 0, no
+evidence (``nan_fraction`` in the long table says how many). The marker yardsticks are also
+scored on 50 paired bootstrap resamples of the cells (the same resamples for every candidate).
+
 Outputs ``benchmarks/results/activity_yardsticks{_quick}.csv`` (one row per candidate, one
-column per yardstick), ``..._long.csv`` (every number: seconds, the chosen lambda, per-check
-ranks), ``..._lambda.csv`` (held-out-gene error of each lambda per yardstick), ``.json`` and
-``.png``.
+column per yardstick, and the goals), ``..._long.csv`` (every number: seconds, the chosen
+lambda, per-check ranks), ``..._lambda.csv`` (held-out-gene error of each lambda per
+yardstick), ``..._bootstrap.csv`` (per candidate the fraction of resamples where it beats ulm
+and the best decoupler method, and where it loses), ``.json`` and ``.png``.
 """
 
 from __future__ import annotations
@@ -153,6 +158,8 @@ class Yardstick:
     notes: dict = field(default_factory=dict)  # candidate -> a note for the table
     lambdas: list = field(default_factory=list)  # held-out-gene error curves of the lam=cv candidates
     chosen: dict = field(default_factory=dict)  # split -> the lambda a candidate used there
+    n_cells: int = 0  # > 0: the score is re-evaluated on bootstrap resamples of this many cells
+    boot: dict = field(default_factory=dict)  # candidate -> its score on each resample (the same for all)
 
     def better(self, a: float, b: float) -> bool:
         return a > b if self.higher_is_better else a < b
@@ -218,13 +225,17 @@ def pbmc68k(collectri: pd.DataFrame, quick: bool) -> Yardstick:
     adata = real_markers.load_data()
     labels = adata.obs["bulk_labels"]
 
-    def evaluate(scores: pd.DataFrame) -> dict:
-        table = real_markers.marker_table(merge_identical_columns(scores.loc[adata.obs_names]), labels)
+    def evaluate(scores: pd.DataFrame, cells: np.ndarray | None = None) -> dict:
+        z, lab = merge_identical_columns(scores.loc[adata.obs_names]), labels
+        if cells is not None:  # a bootstrap resample of the cells
+            z, lab = z.iloc[cells], labels.iloc[cells]
+        table = real_markers.marker_table(z, lab)
         main = table[~table["headline"]]
         checks = {f"{g}:{r}": v for g, r, v in zip(main["group"], main["regulator"], main["rank"], strict=True)}
         return {"score": float(main["rank"].median()), **checks}
 
-    return Yardstick("pbmc68k", "marker median rank", False, [Split(adata, adata, collectri)], evaluate)
+    split = [Split(adata, adata, collectri)]
+    return Yardstick("pbmc68k", "marker median rank", False, split, evaluate, n_cells=adata.n_obs)
 
 
 def load_pbmc3k(path: str | None):
@@ -261,11 +272,15 @@ def pbmc3k(collectri: pd.DataFrame, quick: bool, path: str | None) -> Yardstick:
         adata = adata[np.sort(np.random.default_rng(0).permutation(adata.n_obs)[:600])].copy()
     labels = adata.obs["cell_type"]
 
-    def evaluate(scores: pd.DataFrame) -> dict:
-        ranks = best_ranks(merge_identical_columns(scores.loc[adata.obs_names]), labels, PBMC3K_CHECKS)
+    def evaluate(scores: pd.DataFrame, cells: np.ndarray | None = None) -> dict:
+        z, lab = merge_identical_columns(scores.loc[adata.obs_names]), labels
+        if cells is not None:  # a bootstrap resample of the cells
+            z, lab = z.iloc[cells], labels.iloc[cells]
+        ranks = best_ranks(z, lab, PBMC3K_CHECKS)
         return {"score": float(np.nanmedian(list(ranks.values()))), **ranks}
 
-    return Yardstick("pbmc3k", "best-regulator median rank", False, [Split(adata, adata, collectri)], evaluate)
+    split = [Split(adata, adata, collectri)]
+    return Yardstick("pbmc3k", "best-regulator median rank", False, split, evaluate, n_cells=adata.n_obs)
 
 
 def perturbation_yardstick(collectri: pd.DataFrame, quick: bool, path: str | None) -> Yardstick:
@@ -453,7 +468,7 @@ def candidates(quick: bool) -> list[Candidate]:
 
 
 # ----------------------------------------------------------------------------- run
-def run_one(c: Candidate, ys: Yardstick) -> dict:
+def run_one(c: Candidate, ys: Yardstick, n_boot: int = 0) -> dict:
     t0 = time.perf_counter()
     row = {"candidate": c.name, "yardstick": ys.name}
     if ys.name in c.skip:
@@ -468,8 +483,14 @@ def run_one(c: Candidate, ys: Yardstick) -> dict:
     scores = pd.concat([p[common] for p in parts])  # decoupler's TFs can differ between folds
     if ys.index is not None:
         scores = scores.reindex(ys.index)
-    row.update(ys.evaluate(scores))
     row["seconds"] = time.perf_counter() - t0
+    row["nan_fraction"] = float(scores.isna().to_numpy().mean())
+    scores = scores.fillna(0.0)  # NaN (e.g. a standard error where a latent is not identified): no evidence
+    row.update(ys.evaluate(scores))
+    if ys.n_cells and n_boot:
+        rng = np.random.default_rng(0)  # the same resamples for every candidate: paired comparisons
+        resamples = (rng.integers(0, ys.n_cells, ys.n_cells) for _ in range(n_boot))
+        ys.boot[c.name] = np.array([ys.evaluate(scores, cells)["score"] for cells in resamples])
     if c.name in ys.notes:
         row["note"] = ys.notes[c.name]
     if "lam=cv" in c.name:
@@ -492,6 +513,26 @@ def build(args) -> list[Yardstick]:
     for name in args.yardsticks:
         out.append(makers[name]())
     return out
+
+
+def bootstrap_table(yardsticks: list[Yardstick], wide: pd.DataFrame) -> pd.DataFrame:
+    """Per marker yardstick and candidate, on paired bootstrap resamples of the cells: the
+    fraction of resamples where it scores better than ulm, and worse; the same against the
+    decoupler method with the best score on the full cells."""
+    rows = []
+    for ys in yardsticks:
+        if not ys.boot or "ulm" not in ys.boot:
+            continue
+        dec = [m for m in DECOUPLER if m in ys.boot]
+        best = (max if ys.higher_is_better else min)(dec, key=lambda m: wide.loc[m, ys.name])
+        for name, b in ys.boot.items():
+            row = {"yardstick": ys.name, "candidate": name, "n_resamples": len(b), "median": float(np.median(b)),
+                   "p10": float(np.percentile(b, 10)), "p90": float(np.percentile(b, 90)), "best decoupler": best}  # fmt: skip
+            for key, ref in (("ulm", "ulm"), ("best decoupler", best)):
+                row[f"P(better than {key})"] = float(np.mean(ys.better(b, ys.boot[ref])))
+                row[f"P(worse than {key})"] = float(np.mean(ys.better(ys.boot[ref], b)))
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def table(long: pd.DataFrame, yardsticks: list[Yardstick], cands: list[Candidate]) -> pd.DataFrame:
@@ -552,6 +593,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--yardsticks", nargs="+", default=["sim_random", "sim_collectri", "sim_collectri_incomplete",
                                                          "pbmc68k", "pbmc3k", "perturbation"])  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="small sizes, a few candidates")
+    ap.add_argument(
+        "--bootstrap", type=int, default=None, help="resamples of the marker yardsticks (default 50; quick 5)"
+    )
     ap.add_argument("--out", default=str(RESULTS), help="folder for the results (default: %(default)s)")
     args = ap.parse_args(argv)
     try:
@@ -563,10 +607,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     t0 = time.perf_counter()
     yardsticks = build(args)
     cands = candidates(args.quick)
+    n_boot = args.bootstrap if args.bootstrap is not None else (5 if args.quick else 50)
     rows = []
     for ys in yardsticks:
         for c in cands:
-            rows.append(run_one(c, ys))
+            rows.append(run_one(c, ys, n_boot))
             r = rows[-1]
             print(f"{ys.name:26s} {c.name:36s} {r.get('score', np.nan):10.4f} {r.get('seconds', np.nan):7.1f} s "
                   f"{r.get('lambda', '')} {r.get('note', '')}", flush=True)  # fmt: skip
@@ -577,6 +622,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     stem.parent.mkdir(parents=True, exist_ok=True)
     pd.concat([wide, checks], axis=1).to_csv(f"{stem}.csv")
     long.to_csv(f"{stem}_long.csv", index=False)
+    bootstrap_table(yardsticks, wide).to_csv(f"{stem}_bootstrap.csv", index=False)
     lambdas = pd.concat([pd.DataFrame(y.lambdas).assign(yardstick=y.name) for y in yardsticks if y.lambdas])
     lambdas.drop_duplicates().to_csv(f"{stem}_lambda.csv", index=False)
     meta = {"command": " ".join(["python", *sys.argv]), "quick": args.quick, "seconds": time.perf_counter() - t0,

@@ -224,12 +224,14 @@ needs_data = pytest.mark.skipif(
 @needs_data
 def test_quick_run_writes_one_table(yard, tmp_path):
     wide = yard.main(["--quick", "--out", str(tmp_path)])
-    for suffix in (".csv", "_long.csv", "_lambda.csv", ".json", ".png"):
+    for suffix in (".csv", "_long.csv", "_lambda.csv", "_bootstrap.csv", ".json", ".png"):
         assert (tmp_path / f"activity_yardsticks_quick{suffix}").exists()
     assert list(wide.columns[2:]) == [
         "sim_random", "sim_collectri", "sim_collectri_incomplete", "pbmc68k", "pbmc3k", "perturbation",
     ]  # fmt: skip
     assert wide.loc[["ulm", "mlm", "ridge lam=cv, t"]].drop(columns=["family", "change"]).notna().all().all()
+    boot = pd.read_csv(tmp_path / "activity_yardsticks_quick_bootstrap.csv").set_index(["yardstick", "candidate"])
+    assert boot.loc[("pbmc68k", "ulm"), "P(better than ulm)"] == 0  # paired: never better than itself
     # the prototype that is the package's marginal t on the prior is ulm without the intercept:
     # within a few ranks of ulm on the marker yardsticks, the same AUROC to 0.01 on the signatures
     assert abs(wide.loc["marginal t (prior)", "perturbation"] - wide.loc["ulm", "perturbation"]) < 0.01
