@@ -382,8 +382,7 @@ def prototype(
     offsets and the precision weights on the training cells, score the test cells."""
 
     def score(split: Split, ys: Yardstick) -> pd.DataFrame:
-        if censored and ys.signed:
-            raise NotImplementedError("the censored model does not apply to signed data")
+        use_censored = censored and not ys.signed  # signed data: the linear model, as the package would fit
         s, tfs = _weights(split, ys, learned)
         labels = None
         if groups:
@@ -402,7 +401,7 @@ def prototype(
                                    **split.cache[key][1], "chosen": split.cache[key][0]})  # fmt: skip
             chosen = split.cache[key][0]
         p = cand.precision(x_train - mean, s, chosen) if weighted else None
-        if censored:
+        if use_censored:
             z, t, b = cand.censored_ridge(x_train, s, chosen, p=p)
             if x_test is not x_train:
                 z, t, _ = cand.censored_ridge(x_test, s, chosen, offset=b, p=p)
@@ -443,18 +442,20 @@ def candidates(quick: bool) -> list[Candidate]:
         ("ridge lam=cv", "ridge lam=...: lam by held-out genes", {}),
         ("ridge lam=cv, t", "ridge lam=cv: reported as z/se", {"stat": "t"}),
         ("ridge lam=cv, t, precision", "ridge lam=cv, t: per-gene precision weights", {"stat": "t", "weighted": True}),
-        ("censored, lam=cv, t, precision", "ridge lam=cv, t, precision: censored model ReLU(Sz+b)",
+        ("censored, lam=cv, t, precision", "ridge lam=cv, t, precision: censored model ReLU(Sz+b) (signed data: linear)",
          {"stat": "t", "weighted": True, "censored": True}),
         ("learned, censored, lam=cv, t, precision", "censored, lam=cv, t, precision: the decoder's learned weights",
          {"stat": "t", "weighted": True, "censored": True, "learned": True}),
         ("learned, censored, lam=cv1se, t, precision", "learned, censored, lam=cv, t, precision: the 1-SE rule",
          {"stat": "t", "weighted": True, "censored": True, "learned": True, "lam": "cv1se"}),
+        ("learned, censored, lam=cv1se, t", "learned, censored, lam=cv1se, t, precision: no precision weights",
+         {"stat": "t", "censored": True, "learned": True, "lam": "cv1se"}),
     ]  # fmt: skip
     alternatives = [  # each one change from 'ridge lam=cv, t'
         ("ridge lam=cv1se, t", "the 1-SE rule for lam", {"lam": "cv1se"}),
         ("shrink to marginal, lam=cv, t", "shrunk toward the marginal slopes, not 0", {"kind": "shrink"}),
         ("complexes, ridge lam=cv, t", "nested regulons as one latent", {"groups": True}),
-        ("censored, lam=cv, t", "censored model ReLU(Sz+b)", {"censored": True}),
+        ("censored, lam=cv, t", "censored model ReLU(Sz+b) (signed data: linear)", {"censored": True}),
         ("learned, ridge lam=cv, t", "the decoder's learned weights", {"learned": True}),
         ("marginal t (prior)", "each TF alone (regdecoder's marginal t on the prior)", {"lam": np.inf, "kind": "marginal"}),
     ]  # fmt: skip
