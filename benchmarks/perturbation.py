@@ -61,6 +61,8 @@ from regdecoder._settings import add_threads_option  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KEY = "regdecoder"
+N_BOOT = 100
+OFFSETS_REMOVED = "marginal t of x - b (diagnostic: offsets removed before infer)"
 DATA_ENV = "REGDECODER_PERTURBATION"
 N_FOLDS = 5
 
@@ -142,15 +144,44 @@ def evaluate(scores: pd.DataFrame, obs: pd.DataFrame) -> dict:
     whose TF is not a column are dropped; NaN scores are left out as decoupler does."""
     from decoupler.bm.metric import auc, qrank
 
-    scores = scores.loc[obs.index]
-    tfs = np.asarray(scores.columns, dtype=str)
-    keep = np.isin(obs["source"].to_numpy(), tfs)
-    y_score = scores.to_numpy(np.float64)[keep]
-    y_true = (obs["source"].to_numpy()[keep, None] == tfs[None, :]).astype(np.float64)
+    y_true, y_score, keep = _labelled(scores, obs)
+    y_true, y_score = y_true[keep], y_score[keep]
     out = dict(zip(auc.scores, auc(y_true=y_true, y_score=y_score), strict=True))
     out.update(zip(qrank.scores, qrank(y_true=y_true, y_score=y_score), strict=True))
     rank = _ranks(y_score)[y_true.astype(bool)]
-    out.update(median_rank=float(np.median(rank)), n_experiments=int(keep.sum()), n_tfs=len(tfs))
+    out.update(median_rank=float(np.median(rank)), n_experiments=int(keep.sum()), n_tfs=y_true.shape[1])
+    return out
+
+
+def _labelled(scores: pd.DataFrame, obs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels (1: the perturbed TF) and scores, every experiment of ``obs`` x the scored TFs, and
+    which experiments have their TF scored."""
+    tfs = np.asarray(scores.columns, dtype=str)
+    y_true = (obs["source"].to_numpy()[:, None] == tfs[None, :]).astype(np.float64)
+    return y_true, scores.loc[obs.index].to_numpy(np.float64), y_true.any(1)
+
+
+def versus_ulm(scores: dict[str, pd.DataFrame], obs: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """Each method's AUROC minus ulm's, with a paired bootstrap over experiments (``n_boot``
+    seeded resamples of the experiments, every method scored on the same ones): the
+    difference's standard deviation and the share of resamples where it is <= 0."""
+    from decoupler.bm.metric import auc
+
+    rng = np.random.default_rng(seed)
+    draws = [rng.integers(0, len(obs), len(obs)) for _ in range(n_boot)]
+
+    def aurocs(df: pd.DataFrame) -> tuple[float, np.ndarray]:
+        y_true, y_score, keep = _labelled(df, obs)
+        boot = [auc(y_true=y_true[d[keep[d]]], y_score=y_score[d[keep[d]]])[0] for d in draws]
+        return auc(y_true=y_true[keep], y_score=y_score[keep])[0], np.asarray(boot)
+
+    ref, ref_boot = aurocs(scores["ulm"])
+    out = {}
+    for name, df in scores.items():
+        point, boot = aurocs(df)
+        diff = boot - ref_boot
+        out[name] = {"auroc_minus_ulm": point - ref, "sd_vs_ulm": float(diff.std(ddof=1)),
+                     "p_not_above_ulm": float((diff <= 0).mean()) if name != "ulm" else float("nan")}  # fmt: skip
     return out
 
 
@@ -200,15 +231,22 @@ def compendium_scores(adata, net: pd.DataFrame, parts: list[np.ndarray], *, seed
     linear decoder (``gene_likelihood='normal'``, every other argument at its default: weights
     learned and shrunk toward the prior's signs, per-gene offsets) on the other experiments,
     then ``rd.tl.infer`` on the held-out ones with that model. Returns the held-out
-    ``obsm[key]`` (marginal t on the learned weights) and ``obsm[key + '_z']`` (latents)."""
+    ``obsm[key]`` (marginal t on the learned weights) and ``obsm[key + '_z']`` (latents), and a
+    diagnostic: the marginal t of each held-out profile minus the model's fitted offsets ``b``
+    (``infer`` on ``x - b``; the package's t takes the linear decoder's profile as it is)."""
     out: dict[str, list[pd.DataFrame]] = {}
     for held in parts:
         train = np.setdiff1d(np.arange(adata.n_obs), held)
         fitted = adata[train].copy()
         model = rd.tl.fit_decoder(fitted, net=net, gene_likelihood="normal", seed=seed, key_added=KEY)
+        groups = fitted.uns[KEY]["collinear"]
         test = adata[held].copy()
         rd.tl.infer(test, model, key_added=KEY)
-        for stat, scores in results(test, fitted.uns[KEY]["collinear"]).items():
+        centred = adata[held].copy()
+        centred.X = centred.X - model.decoder.get_bias().cpu().numpy()
+        rd.tl.infer(centred, model, key_added=KEY)
+        found = {**results(test, groups), OFFSETS_REMOVED: results(centred, groups)["marginal t"]}
+        for stat, scores in found.items():
             out.setdefault(stat, []).append(scores)
     return {stat: pd.concat(parts_).loc[adata.obs_names] for stat, parts_ in out.items()}
 
@@ -252,32 +290,39 @@ def run(*, data: str | None, net_path: str | None, quick: bool, out: Path = RESU
             "viper": lambda: decoupler_scores("viper", adata, net),
             "diagnostic: targets changed, either direction (not an activity)": lambda: changed_fraction(adata, net),
         })  # fmt: skip
-    rows = [_row(name, scorer, adata.obs) for name, scorer in methods.items()]
-    rows += _rows("regdecoder prior, each experiment alone", lambda: prior_scores(adata, net, seed=seed), adata.obs)
+    kept: dict[str, pd.DataFrame] = {}
+    rows = [_row(name, scorer, adata.obs, kept) for name, scorer in methods.items()]
+    rows += _rows(
+        "regdecoder prior, each experiment alone", lambda: prior_scores(adata, net, seed=seed), adata.obs, kept
+    )
     if not quick:
         parts = folds(adata.obs, seed=seed)
         rows += _rows(f"regdecoder compendium, {len(parts)} folds, held out",
-                      lambda: compendium_scores(adata, net, parts, seed=seed), adata.obs)  # fmt: skip
-    table = pd.DataFrame(rows)
+                      lambda: compendium_scores(adata, net, parts, seed=seed), adata.obs, kept)  # fmt: skip
+    paired = versus_ulm(kept, adata.obs, seed=seed) if "ulm" in kept else {}
+    table = pd.DataFrame([{**row, **paired.get(row["method"], {})} for row in rows])
     _save(table, out / f"perturbation{'_quick' if quick else ''}", quick=quick)
     return table
 
 
-def _row(name: str, scorer, obs: pd.DataFrame) -> dict:
+def _row(name: str, scorer, obs: pd.DataFrame, kept: dict) -> dict:
+    """A decoupler method's row (its scores kept in ``kept``); a failing method is reported, the others still run."""
     t0 = time.perf_counter()
     try:
         scores = scorer()
-    except Exception as err:  # noqa: BLE001 - a failing method is reported, the others still run
+    except Exception as err:  # noqa: BLE001
         return {"method": name, "error": f"{type(err).__name__}: {err}"}
+    kept[name] = scores
     return {"method": name, **evaluate(scores, obs), "seconds": time.perf_counter() - t0}
 
 
-def _rows(name: str, scorer, obs: pd.DataFrame) -> list[dict]:
-    """One row per statistic of a regdecoder scorer (its ``seconds``: the whole scorer's)."""
+def _rows(name: str, scorer, obs: pd.DataFrame, kept: dict) -> list[dict]:
+    """One row per statistic of a regdecoder scorer (its ``seconds``: the whole scorer's); a failure is raised."""
     t0 = time.perf_counter()
-    scores = scorer()
+    scores = {f"{name}: {stat}": df for stat, df in scorer().items()}
     seconds = time.perf_counter() - t0
-    return [{"method": f"{name}: {stat}", **evaluate(df, obs), "seconds": seconds} for stat, df in scores.items()]
+    kept.update(scores)
+    return [{"method": method, **evaluate(df, obs), "seconds": seconds} for method, df in scores.items()]
 
 
 def _save(table: pd.DataFrame, stem: Path, *, quick: bool) -> None:
@@ -295,13 +340,13 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     t = table.dropna(subset=["auroc"]).sort_values("auroc")
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.4 * len(t) + 1.5), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(16, 0.4 * len(t) + 2), sharey=True, width_ratios=(3, 2))
     axes[0].barh(t["method"], t["auroc"], color="tab:blue")
     axes[0].axvline(0.5, color="grey", lw=0.8)
     axes[0].set_xlim(0.45, max(0.75, t["auroc"].max() + 0.02))
-    axes[0].set_xlabel("AUROC, all experiment x TF pairs (higher is better)")
+    axes[0].set_xlabel("AUROC, all experiment x TF pairs\n(higher is better)")
     axes[1].barh(t["method"], t["median_rank"], color="tab:orange")
-    axes[1].set_xlabel("median rank of the perturbed TF (lower is better)")
+    axes[1].set_xlabel("median rank of the perturbed TF\n(lower is better)")
     fig.suptitle("GEO TF-perturbation signatures (ChEA3) with CollecTRI")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

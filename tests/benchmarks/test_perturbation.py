@@ -92,6 +92,19 @@ def test_median_rank_of_the_perturbed_tf(pert):
     assert out["auroc"] == pytest.approx(15 / 18)
 
 
+def test_paired_bootstrap_against_ulm(pert):
+    rng = np.random.default_rng(0)
+    tfs = [f"TF{i}" for i in range(30)]
+    obs = pd.DataFrame({"source": rng.choice(tfs, 60)}, index=[f"e{i}" for i in range(60)])
+    truth = pd.DataFrame((obs["source"].to_numpy()[:, None] == np.array(tfs)) * 1.0, obs.index, tfs)
+    noise = pd.DataFrame(rng.normal(size=truth.shape), obs.index, tfs)
+    out = pert.versus_ulm({"ulm": noise, "same": noise.copy(), "perfect": truth + 0.01 * noise}, obs, n_boot=50)
+    assert out["same"] == {"auroc_minus_ulm": 0.0, "sd_vs_ulm": 0.0, "p_not_above_ulm": 1.0}
+    assert out["perfect"]["auroc_minus_ulm"] == pytest.approx(1.0 - pert.evaluate(noise, obs)["auroc"])
+    assert out["perfect"]["p_not_above_ulm"] == 0.0
+    assert out["perfect"]["sd_vs_ulm"] > 0
+
+
 def test_folds_partition_the_experiments_by_series(pert):
     obs = pd.DataFrame({"gse": np.repeat([f"GSE{i}" for i in range(23)], np.arange(1, 24) % 5 + 1)})
     parts = pert.folds(obs, n_folds=5, seed=3)
@@ -180,6 +193,10 @@ def test_compendium_fit_scores_held_out_experiments_by_ulm_on_the_learned_weight
     ref = _ridge_latents(w.to_numpy(np.float64), x - b)
     z = scores["latents"].iloc[held][w.columns].to_numpy()
     assert (np.abs(z - ref) / np.abs(ref).max(1, keepdims=True)).max() < 1e-2
+    centred = scores[pert.OFFSETS_REMOVED].iloc[held]
+    tf = centred.columns[0]
+    ref = [_ulm_t(w[tf].to_numpy(np.float64), row) for row in x - b]
+    np.testing.assert_allclose(centred[tf], ref, rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.slow
