@@ -21,22 +21,21 @@ genes are gone, as a row without a positive: its ulm AUROC 0.6054 against our 0.
 
 Methods: decoupler's ulm and mlm (and, in the full run, zscore, waggr's weighted mean
 without permutations, aucell, viper) on CollecTRI with tmin 5, each experiment alone; and
-regdecoder. regdecoder scores signed data with a *linear* (uncensored) decoder, which the
-package does not have yet (issue 17 adds it): until then its rows come from **numpy
-prototypes** (``benchmarks/_activity_candidates.py``), clearly named:
+regdecoder through its public API, the linear decoder for signed data
+(``gene_likelihood='normal'``), each reported by its default statistic ``obsm[key]`` (the
+marginal t: decoupler's ulm statistic on the decoder's weights) and by its latents
+``obsm[key + '_z']``:
 
-* ``regdecoder prior, marginal t (prototype)``: each experiment alone with the prior's
-  weights, the package's marginal t (``regdecoder/train/_score.py``: regression through the
-  origin on the regulon, ``G - 1`` degrees of freedom);
-* ``regdecoder prior, joint (prototype)``: each experiment alone, all TFs at once (the
-  linear decoder's latents with the prior's weights and the package's small ridge 1e-3);
-* ``regdecoder compendium, ... (prototype)``: the linear decoder fitted by regdecoder's ALS
-  recipe (prior start, weights shrunk toward the prior's signs) on the other experiments
-  (5 folds, experiments of one GEO series in one fold), the held-out experiments scored with
-  the learned weights. :func:`compendium_public` is where the public API goes once it exists.
+* ``regdecoder prior, each experiment alone``: ``rd.tl.fit_decoder(..., weights='prior',
+  bias=False)``, the weights fixed at the prior's signs and no offsets, so that every
+  experiment is its own one-profile problem (issue 17 part 5);
+* ``regdecoder compendium, 5 folds, held out``: ``rd.tl.fit_decoder(...)`` at its defaults
+  (weights learned and shrunk toward the prior's signs, per-gene offsets) on the other
+  experiments (experiments of one GEO series in one fold), then ``rd.tl.infer`` on the
+  held-out ones with that model.
 
-    python benchmarks/perturbation.py --data DIR --net collectri_human.tsv
-    python benchmarks/perturbation.py --quick      # ulm, mlm and the prior prototypes on 80 experiments
+    OMP_NUM_THREADS=1 python benchmarks/perturbation.py --data DIR --net collectri_human.tsv --n-threads 1
+    python benchmarks/perturbation.py --quick      # ulm, mlm and regdecoder's prior fit on 80 experiments
 """
 
 from __future__ import annotations
@@ -57,7 +56,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _activity_candidates as cand  # noqa: E402
 import real_markers  # noqa: E402
 
+import regdecoder as rd  # noqa: E402
+from regdecoder._settings import add_threads_option  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
+KEY = "regdecoder"
+N_BOOT = 100
+OFFSETS_REMOVED = "marginal t of x - b (diagnostic: offsets removed before infer)"
 DATA_ENV = "REGDECODER_PERTURBATION"
 N_FOLDS = 5
 
@@ -139,15 +144,44 @@ def evaluate(scores: pd.DataFrame, obs: pd.DataFrame) -> dict:
     whose TF is not a column are dropped; NaN scores are left out as decoupler does."""
     from decoupler.bm.metric import auc, qrank
 
-    scores = scores.loc[obs.index]
-    tfs = np.asarray(scores.columns, dtype=str)
-    keep = np.isin(obs["source"].to_numpy(), tfs)
-    y_score = scores.to_numpy(np.float64)[keep]
-    y_true = (obs["source"].to_numpy()[keep, None] == tfs[None, :]).astype(np.float64)
+    y_true, y_score, keep = _labelled(scores, obs)
+    y_true, y_score = y_true[keep], y_score[keep]
     out = dict(zip(auc.scores, auc(y_true=y_true, y_score=y_score), strict=True))
     out.update(zip(qrank.scores, qrank(y_true=y_true, y_score=y_score), strict=True))
     rank = _ranks(y_score)[y_true.astype(bool)]
-    out.update(median_rank=float(np.median(rank)), n_experiments=int(keep.sum()), n_tfs=len(tfs))
+    out.update(median_rank=float(np.median(rank)), n_experiments=int(keep.sum()), n_tfs=y_true.shape[1])
+    return out
+
+
+def _labelled(scores: pd.DataFrame, obs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels (1: the perturbed TF) and scores, every experiment of ``obs`` x the scored TFs, and
+    which experiments have their TF scored."""
+    tfs = np.asarray(scores.columns, dtype=str)
+    y_true = (obs["source"].to_numpy()[:, None] == tfs[None, :]).astype(np.float64)
+    return y_true, scores.loc[obs.index].to_numpy(np.float64), y_true.any(1)
+
+
+def versus_ulm(scores: dict[str, pd.DataFrame], obs: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """Each method's AUROC minus ulm's, with a paired bootstrap over experiments (``n_boot``
+    seeded resamples of the experiments, every method scored on the same ones): the
+    difference's standard deviation and the share of resamples where it is <= 0."""
+    from decoupler.bm.metric import auc
+
+    rng = np.random.default_rng(seed)
+    draws = [rng.integers(0, len(obs), len(obs)) for _ in range(n_boot)]
+
+    def aurocs(df: pd.DataFrame) -> tuple[float, np.ndarray]:
+        y_true, y_score, keep = _labelled(df, obs)
+        boot = [auc(y_true=y_true[d[keep[d]]], y_score=y_score[d[keep[d]]])[0] for d in draws]
+        return auc(y_true=y_true[keep], y_score=y_score[keep])[0], np.asarray(boot)
+
+    ref, ref_boot = aurocs(scores["ulm"])
+    out = {}
+    for name, df in scores.items():
+        point, boot = aurocs(df)
+        diff = boot - ref_boot
+        out[name] = {"auroc_minus_ulm": point - ref, "sd_vs_ulm": float(diff.std(ddof=1)),
+                     "p_not_above_ulm": float((diff <= 0).mean()) if name != "ulm" else float("nan")}  # fmt: skip
     return out
 
 
@@ -169,14 +203,16 @@ def decoupler_scores(method: str, adata, net: pd.DataFrame, **kwargs) -> pd.Data
     return b.obsm[f"score_{method}"]
 
 
-def prior_scores(adata, net: pd.DataFrame, *, joint: bool) -> pd.DataFrame:
-    """Each experiment alone with the prior's weights (prototype): the marginal t, or the joint
-    latents with the package's small ridge (1e-3 relative)."""
-    s, tfs = cand.prior_matrix(net, adata.var_names)
-    x = _dense(adata)
-    est = cand.linear(s, 1e-3) if joint else cand.linear(s, np.inf, kind="marginal")
-    z, t = est.t(x)
-    return pd.DataFrame(z if joint else t, index=adata.obs_names, columns=tfs)
+def prior_scores(adata, net: pd.DataFrame, *, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Each experiment alone with the prior's weights, through the public API:
+    ``rd.tl.fit_decoder(gene_likelihood='normal', weights='prior', bias=False)``. Weights fixed
+    and no offsets make every row its own problem (one call for all rows gives each row's
+    single-sample answer; tested), so this is the one-profile fit of issue 17 part 5 for
+    every experiment. Returns ``obsm[key]`` (the marginal t: decoupler's ulm on the prior's
+    signs) and ``obsm[key + '_z']`` (the latents), experiments x TFs."""
+    b = adata.copy()
+    rd.tl.fit_decoder(b, net=net, gene_likelihood="normal", weights="prior", bias=False, seed=seed, key_added=KEY)
+    return results(b, b.uns[KEY]["collinear"])
 
 
 def changed_fraction(adata, net: pd.DataFrame) -> pd.DataFrame:
@@ -190,26 +226,44 @@ def changed_fraction(adata, net: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(frac, index=adata.obs_names, columns=tfs)
 
 
-def compendium_scores(adata, net: pd.DataFrame, parts: list[np.ndarray]) -> dict[str, pd.DataFrame]:
-    """The linear decoder fitted on the other folds (prototype), held-out experiments scored with
-    its learned weights: the marginal t and the joint latents."""
-    s, tfs = cand.prior_matrix(net, adata.var_names)
-    x = _dense(adata)
-    out = {k: np.zeros((adata.n_obs, len(tfs))) for k in ("marginal t", "joint")}
+def compendium_scores(adata, net: pd.DataFrame, parts: list[np.ndarray], *, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """The compendium fit through the public API: for each part, ``rd.tl.fit_decoder`` with the
+    linear decoder (``gene_likelihood='normal'``, every other argument at its default: weights
+    learned and shrunk toward the prior's signs, per-gene offsets) on the other experiments,
+    then ``rd.tl.infer`` on the held-out ones with that model. Returns the held-out
+    ``obsm[key]`` (marginal t on the learned weights) and ``obsm[key + '_z']`` (latents), and a
+    diagnostic: the marginal t of each held-out profile minus the model's fitted offsets ``b``
+    (``infer`` on ``x - b``; the package's t takes the linear decoder's profile as it is)."""
+    out: dict[str, list[pd.DataFrame]] = {}
     for held in parts:
         train = np.setdiff1d(np.arange(adata.n_obs), held)
-        w, b = cand.fit_linear_decoder(x[train], s)
-        out["marginal t"][held] = cand.linear(w, np.inf, kind="marginal").t(x[held] - b)[1]
-        out["joint"][held] = cand.linear(w, 1e-3).coef(x[held] - b)[0]
-    return {k: pd.DataFrame(v, index=adata.obs_names, columns=tfs) for k, v in out.items()}
+        fitted = adata[train].copy()
+        model = rd.tl.fit_decoder(fitted, net=net, gene_likelihood="normal", seed=seed, key_added=KEY)
+        groups = fitted.uns[KEY]["collinear"]
+        test = adata[held].copy()
+        rd.tl.infer(test, model, key_added=KEY)
+        centred = adata[held].copy()
+        centred.X = centred.X - model.decoder.get_bias().cpu().numpy()
+        rd.tl.infer(centred, model, key_added=KEY)
+        found = {**results(test, groups), OFFSETS_REMOVED: results(centred, groups)["marginal t"]}
+        for stat, scores in found.items():
+            out.setdefault(stat, []).append(scores)
+    return {stat: pd.concat(parts_).loc[adata.obs_names] for stat, parts_ in out.items()}
 
 
-def compendium_public(train, net: pd.DataFrame):  # pragma: no cover - wired when the linear decoder exists
-    """The compendium fit through the public API: ``rd.tl.fit_decoder`` with the linear (signed
-    data) decoder of issue 17 on the training experiments, then ``rd.tl.infer`` on the held-out
-    ones. The package has no linear decoder yet, so the prototype above stands in."""
-    msg = "regdecoder has no linear decoder for signed data yet (issue 17): use compendium_scores (prototype)."
-    raise NotImplementedError(msg)
+def results(adata, groups: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """A fit's or an inference's marginal t and latents (read by ``rd.get.activities``),
+    experiments x TFs, one column per TF: a latent of merged identical regulons
+    (``collinear='merge'``, e.g. ``'A|B'``; ``groups`` is the fit's ``uns[key]['collinear']``)
+    gives its score to each member."""
+    members = groups.groupby("latent")["tf"].apply(list).to_dict() if len(groups) else {}
+    out = {}
+    for stat, name in (("activity", "marginal t"), ("z", "latents")):
+        df = rd.get.activities(adata, KEY, statistic=stat).to_df()
+        cols = {c: members.get(c, [c]) for c in df.columns}
+        wide = {tf: df[c] for c, tfs in cols.items() for tf in tfs}
+        out[name] = pd.DataFrame(wide, index=df.index, dtype=np.float64)
+    return out
 
 
 def _dense(adata) -> np.ndarray:
@@ -227,8 +281,6 @@ def run(*, data: str | None, net_path: str | None, quick: bool, out: Path = RESU
     methods: dict[str, callable] = {
         "ulm": lambda: decoupler_scores("ulm", adata, net),
         "mlm": lambda: decoupler_scores("mlm", adata, net),
-        "regdecoder prior, marginal t (prototype)": lambda: prior_scores(adata, net, joint=False),
-        "regdecoder prior, joint (prototype)": lambda: prior_scores(adata, net, joint=True),
     }
     if not quick:
         methods.update({
@@ -238,28 +290,39 @@ def run(*, data: str | None, net_path: str | None, quick: bool, out: Path = RESU
             "viper": lambda: decoupler_scores("viper", adata, net),
             "diagnostic: targets changed, either direction (not an activity)": lambda: changed_fraction(adata, net),
         })  # fmt: skip
-    rows = []
-    for name, scorer in methods.items():
-        rows.append(_row(name, scorer, adata.obs))
+    kept: dict[str, pd.DataFrame] = {}
+    rows = [_row(name, scorer, adata.obs, kept) for name, scorer in methods.items()]
+    rows += _rows(
+        "regdecoder prior, each experiment alone", lambda: prior_scores(adata, net, seed=seed), adata.obs, kept
+    )
     if not quick:
-        t0 = time.perf_counter()
-        comp = compendium_scores(adata, net, folds(adata.obs, seed=seed))
-        seconds = (time.perf_counter() - t0) / len(comp)
-        for stat, scores in comp.items():
-            rows.append({"method": f"regdecoder compendium, {stat} (prototype)", **evaluate(scores, adata.obs),
-                         "seconds": seconds})  # fmt: skip
-    table = pd.DataFrame(rows)
+        parts = folds(adata.obs, seed=seed)
+        rows += _rows(f"regdecoder compendium, {len(parts)} folds, held out",
+                      lambda: compendium_scores(adata, net, parts, seed=seed), adata.obs, kept)  # fmt: skip
+    paired = versus_ulm(kept, adata.obs, seed=seed) if "ulm" in kept else {}
+    table = pd.DataFrame([{**row, **paired.get(row["method"], {})} for row in rows])
     _save(table, out / f"perturbation{'_quick' if quick else ''}", quick=quick)
     return table
 
 
-def _row(name: str, scorer, obs: pd.DataFrame) -> dict:
+def _row(name: str, scorer, obs: pd.DataFrame, kept: dict) -> dict:
+    """A decoupler method's row (its scores kept in ``kept``); a failing method is reported, the others still run."""
     t0 = time.perf_counter()
     try:
         scores = scorer()
-    except Exception as err:  # noqa: BLE001 - a failing method is reported, the others still run
+    except Exception as err:  # noqa: BLE001
         return {"method": name, "error": f"{type(err).__name__}: {err}"}
+    kept[name] = scores
     return {"method": name, **evaluate(scores, obs), "seconds": time.perf_counter() - t0}
+
+
+def _rows(name: str, scorer, obs: pd.DataFrame, kept: dict) -> list[dict]:
+    """One row per statistic of a regdecoder scorer (its ``seconds``: the whole scorer's); a failure is raised."""
+    t0 = time.perf_counter()
+    scores = {f"{name}: {stat}": df for stat, df in scorer().items()}
+    seconds = time.perf_counter() - t0
+    kept.update(scores)
+    return [{"method": method, **evaluate(df, obs), "seconds": seconds} for method, df in scores.items()]
 
 
 def _save(table: pd.DataFrame, stem: Path, *, quick: bool) -> None:
@@ -277,13 +340,13 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     t = table.dropna(subset=["auroc"]).sort_values("auroc")
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.4 * len(t) + 1.5), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(16, 0.4 * len(t) + 2), sharey=True, width_ratios=(3, 2))
     axes[0].barh(t["method"], t["auroc"], color="tab:blue")
     axes[0].axvline(0.5, color="grey", lw=0.8)
     axes[0].set_xlim(0.45, max(0.75, t["auroc"].max() + 0.02))
-    axes[0].set_xlabel("AUROC, all experiment x TF pairs (higher is better)")
+    axes[0].set_xlabel("AUROC, all experiment x TF pairs\n(higher is better)")
     axes[1].barh(t["method"], t["median_rank"], color="tab:orange")
-    axes[1].set_xlabel("median rank of the perturbed TF (lower is better)")
+    axes[1].set_xlabel("median rank of the perturbed TF\n(lower is better)")
     fig.suptitle("GEO TF-perturbation signatures (ChEA3) with CollecTRI")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -294,9 +357,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None, help=f"folder with the ChEA3 files (else ${DATA_ENV})")
     ap.add_argument("--net", default=None, help="CollecTRI TSV (else $REGDECODER_COLLECTRI)")
-    ap.add_argument("--quick", action="store_true", help="80 experiments; ulm, mlm and the prior prototypes")
+    ap.add_argument("--quick", action="store_true", help="80 experiments; ulm, mlm and regdecoder's prior fit")
     ap.add_argument("--out", default=str(RESULTS), help="folder for the CSV, JSON and PNG (default: %(default)s)")
+    add_threads_option(ap)
     args = ap.parse_args(argv)
+    if args.n_threads is not None:
+        rd.settings.n_threads = args.n_threads
     table = run(data=args.data, net_path=args.net, quick=args.quick, out=Path(args.out))
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table.to_string(index=False))

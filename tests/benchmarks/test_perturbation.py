@@ -1,7 +1,9 @@
 """The perturbation yardstick (``benchmarks/perturbation.py``): the signatures as the shared files
 hold them, oriented and with the perturbed TF's gene zeroed; its metrics against decoupler's own
-benchmark (``dc.bm.benchmark``) on the same experiments; the folds; the prior prototype against
-the package's marginal t. Needs the shared data (skipped without it) except the pure checks."""
+benchmark (``dc.bm.benchmark``) on the same experiments; the folds; regdecoder's rows through
+the public API (the prior fit and the compendium fit on small slices) against decoupler's ulm,
+scipy's regression t and numpy's ridge least squares. Needs the shared data (skipped without
+it) except the pure checks."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import linregress
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 needs_data = pytest.mark.skipif(
@@ -89,6 +92,19 @@ def test_median_rank_of_the_perturbed_tf(pert):
     assert out["auroc"] == pytest.approx(15 / 18)
 
 
+def test_paired_bootstrap_against_ulm(pert):
+    rng = np.random.default_rng(0)
+    tfs = [f"TF{i}" for i in range(30)]
+    obs = pd.DataFrame({"source": rng.choice(tfs, 60)}, index=[f"e{i}" for i in range(60)])
+    truth = pd.DataFrame((obs["source"].to_numpy()[:, None] == np.array(tfs)) * 1.0, obs.index, tfs)
+    noise = pd.DataFrame(rng.normal(size=truth.shape), obs.index, tfs)
+    out = pert.versus_ulm({"ulm": noise, "same": noise.copy(), "perfect": truth + 0.01 * noise}, obs, n_boot=50)
+    assert out["same"] == {"auroc_minus_ulm": 0.0, "sd_vs_ulm": 0.0, "p_not_above_ulm": 1.0}
+    assert out["perfect"]["auroc_minus_ulm"] == pytest.approx(1.0 - pert.evaluate(noise, obs)["auroc"])
+    assert out["perfect"]["p_not_above_ulm"] == 0.0
+    assert out["perfect"]["sd_vs_ulm"] > 0
+
+
 def test_folds_partition_the_experiments_by_series(pert):
     obs = pd.DataFrame({"gse": np.repeat([f"GSE{i}" for i in range(23)], np.arange(1, 24) % 5 + 1)})
     parts = pert.folds(obs, n_folds=5, seed=3)
@@ -99,23 +115,88 @@ def test_folds_partition_the_experiments_by_series(pert):
         assert not inside & others
 
 
-@needs_data
-def test_prior_marginal_t_is_the_packages_marginal_t(pert, signatures, net):
-    import torch
+def _slice(pert, signatures, net, n: int, seed: int):
+    rows = np.sort(np.random.default_rng(seed).permutation(signatures.n_obs)[:n])
+    return pert.prepare(signatures[rows], net)
 
-    from regdecoder.train._score import marginal_t
+
+def _ridge_latents(w: np.ndarray, xc: np.ndarray) -> np.ndarray:
+    """numpy's ridge least squares ``(W'W + lam I)^-1 W'x~``, ``lam = 1e-3 * mean_j |w_j|^2``
+    (the ridge the README documents for the latents)."""
+    g = w.T @ w
+    lam = 1e-3 * np.mean(np.diag(g))
+    return np.linalg.solve(g + lam * np.eye(len(g)), w.T @ xc.T).T
+
+
+def _ulm_t(w: np.ndarray, x: np.ndarray) -> float:
+    """ulm's statistic from scipy: the t of the slope of ``x`` regressed on ``w`` with an intercept."""
+    fit = linregress(w, x)
+    return fit.slope / fit.stderr
+
+
+@needs_data
+def test_prior_fit_is_ulm_and_least_squares_for_each_experiment_alone(pert, signatures, net):
+    """The public API's prior-weight fit: its marginal t is decoupler's ulm on the same genes,
+    its latents numpy's ridge least squares on the prior's signs, and the rows fitted together
+    are the rows fitted one at a time (a single profile: issue 17 part 5)."""
+    sub = _slice(pert, signatures, net, 8, seed=1)
+    ours = pert.prior_scores(sub, net)
+    ulm = pert.decoupler_scores("ulm", sub, net)
+    assert set(ours["marginal t"].columns) == set(ulm.columns)
+    np.testing.assert_allclose(ours["marginal t"][ulm.columns], ulm, rtol=1e-4, atol=1e-4)
 
     sys.path.insert(0, str(BENCH))
     try:
         cand = importlib.import_module("_activity_candidates")
     finally:
         sys.path.remove(str(BENCH))
-    sub = signatures[:12].copy()
-    ours = pert.prior_scores(sub, net, joint=False)
-    s, _ = cand.prior_matrix(net, sub.var_names)
-    x = torch.as_tensor(np.asarray(sub.X), dtype=torch.float64)
-    ref, _ = marginal_t(x, torch.as_tensor(s.toarray()), torch.zeros(sub.n_vars, dtype=torch.float64))
-    np.testing.assert_allclose(ours.to_numpy(), ref, rtol=1e-5, atol=1e-6)
+    s, tfs = cand.prior_matrix(net, sub.var_names)
+    ref = _ridge_latents(np.sign(s.toarray()), np.asarray(sub.X, dtype=np.float64))
+    z = ours["latents"][tfs].to_numpy()
+    scale = np.abs(ref).max(1, keepdims=True)
+    assert (np.abs(z - ref) / scale).max() < 1e-2
+    assert min(np.corrcoef(a, b)[0, 1] for a, b in zip(z, ref, strict=True)) > 0.999
+
+    for i in (0, 5):
+        alone = pert.prior_scores(sub[i : i + 1].copy(), net)
+        for stat in ("marginal t", "latents"):
+            got, batch = alone[stat].iloc[0], ours[stat].iloc[i][alone[stat].columns]
+            np.testing.assert_allclose(got, batch, rtol=1e-3, atol=1e-3 * np.abs(batch).max())
+
+
+@needs_data
+def test_compendium_fit_scores_held_out_experiments_by_ulm_on_the_learned_weights(pert, signatures, net):
+    """The compendium path on a small slice (2 folds by series): each held-out experiment's
+    marginal t is scipy's regression t on the weights learned without it (re-fitted here with
+    the same call and seed), its latents numpy's ridge least squares on those weights and
+    offsets; every experiment is scored exactly once, by the fold that left it out."""
+    import regdecoder as rd
+
+    sub = _slice(pert, signatures, net, 40, seed=2)
+    parts = pert.folds(sub.obs, n_folds=2, seed=0)
+    scores = pert.compendium_scores(sub, net, parts)
+    assert list(scores["marginal t"].index) == list(sub.obs_names)
+
+    held = parts[1]
+    train = np.setdiff1d(np.arange(sub.n_obs), held)
+    assert not set(sub.obs["gse"].iloc[held]) & set(sub.obs["gse"].iloc[train])
+    model = rd.tl.fit_decoder(sub[train].copy(), net=net, gene_likelihood="normal", key_added="regdecoder")
+    w = pd.DataFrame(model.weights, index=model.var_names, columns=model.latent_names)
+    b = model.decoder.get_bias().numpy().astype(np.float64)
+    x = np.asarray(sub[held].X, dtype=np.float64)
+    assert not np.array_equal(np.sign(w.to_numpy()), w.to_numpy())  # learned, not the prior's signs
+
+    t = scores["marginal t"].iloc[held]
+    for tf in t.columns[:: max(1, len(t.columns) // 6)]:
+        ref = [_ulm_t(w[tf].to_numpy(np.float64), row) for row in x]
+        np.testing.assert_allclose(t[tf], ref, rtol=1e-3, atol=1e-3)
+    ref = _ridge_latents(w.to_numpy(np.float64), x - b)
+    z = scores["latents"].iloc[held][w.columns].to_numpy()
+    assert (np.abs(z - ref) / np.abs(ref).max(1, keepdims=True)).max() < 1e-2
+    centred = scores[pert.OFFSETS_REMOVED].iloc[held]
+    tf = centred.columns[0]
+    ref = [_ulm_t(w[tf].to_numpy(np.float64), row) for row in x - b]
+    np.testing.assert_allclose(centred[tf], ref, rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.slow
@@ -125,4 +206,8 @@ def test_quick_run_writes_its_table(pert, tmp_path):
     for suffix in (".csv", ".json", ".png"):
         assert (tmp_path / f"perturbation_quick{suffix}").exists()
     assert table.loc[["ulm", "mlm"], "auroc"].between(0.4, 1.0).all()
+    prior = "regdecoder prior, each experiment alone: "
+    assert {f"{prior}marginal t", f"{prior}latents"} <= set(table.index)
+    # the prior fit's marginal t is ulm's statistic (same genes, same TFs): the same ranking up to rounding
+    assert table.loc[f"{prior}marginal t", "auroc"] == pytest.approx(table.loc["ulm", "auroc"], abs=1e-3)
     assert (table["n_experiments"] > 50).all()
