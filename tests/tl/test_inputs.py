@@ -87,6 +87,29 @@ def test_the_hvg_layout_on_the_command_line(hvg, tmp_path):
     )
 
 
+def test_inferring_on_scaled_x_names_use_raw_never_another_likelihood(hvg, tmp_path, capsys):
+    """A model fitted on raw's log-normalised genes, given new cells' scaled X (all genes, as
+    scanpy leaves X without subsetting): the fix is `use_raw=True` (`--use-raw`), not the linear
+    decoder's `gene_likelihood='normal'`, which infer has no way to take (the model is fixed)."""
+    a, net = hvg
+    model = rd.tl.fit_decoder(a, net=net, use_raw=True)
+    new = ad.AnnData(np.asarray(a.raw.X[:30]), obs=a.obs[[]].iloc[:30], var=a.raw.var[[]])
+    new.raw = new.copy()
+    sc.pp.scale(new)  # X: every gene of the model, scaled (negative values)
+    with pytest.raises(ValueError, match=r"negative") as err:
+        rd.tl.infer(new, model)
+    assert "use_raw=True" in str(err.value) and "gene_likelihood" not in str(err.value)
+    assert "regdecoder" not in new.obsm  # nothing written
+    model.save(tmp_path / "m.pt")
+    new.write_h5ad(tmp_path / "new.h5ad")
+    infer = ["infer", str(tmp_path / "new.h5ad"), "--model", str(tmp_path / "m.pt"), "--out", str(tmp_path / "o.h5ad")]
+    assert main([*infer, "-q"]) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "`--use-raw`" in line, line
+    assert "likelihood=" not in line and "--gene-likelihood" not in line and "use_raw" not in line, line
+    assert not (tmp_path / "o.h5ad").exists()
+
+
 # ------------------------------------------------------------------------------ signed data
 @pytest.fixture(scope="module")
 def _signed():
