@@ -333,7 +333,8 @@ def fit_decoder(
         then ``size_factor * softplus(W z + b)`` and the fit runs on the gradient engine.
         With one sample (one contrast vector, one cell, one bulk profile) the weights are
         the prior's (``weights='auto'``) and no offsets are fitted: the activities are
-        ulm's statistic per TF, with its p-value.
+        ulm's statistic per TF, with its p-value (over every gene, zeros included: decoupler's
+        ``ulm(..., empty=False)``).
     library_size
         Count likelihoods: ``obs`` column with each cell's library size; None uses the
         cells' total counts. Size factors are library sizes over a reference stored in
@@ -453,7 +454,7 @@ def fit_decoder(
         callback=_callback(rec.callback, prior_sign, names),
     )  # fmt: skip
     clock.done("%s fit, %d epochs", rec.solver, len(history["loss"]))
-    _warn_unconverged(rec, history)
+    _warn_unconverged(rec, history, learned=not spec.fixed_weights or cfg.bias)
     model, z, stats = _finish(decoder, z, history, data, prior_sign, names, library_ref, source.n_total, stream)
     params = spec.params(
         layer=layer, use_raw=use_raw, bias=cfg.bias, gene_likelihood=gene_likelihood, library_size=library_size,
@@ -514,7 +515,11 @@ def _center(decoder, gene_mean, data, n_total: int) -> torch.Tensor | None:
     return gene_mean.to(torch.float32).cpu()
 
 
-def _warn_unconverged(rec, history: dict) -> None:
+def _warn_unconverged(rec, history: dict, learned: bool = True) -> None:
+    """``learned``: the epochs fit weights or offsets (with neither, the final latents are solved
+    exactly for the prior's weights and the t-values do not depend on them: no advice to run more)."""
+    if not learned:
+        return
     if rec.solver == "als" and rec.tol > 0 and not history.get("converged", True) and rec.callback is None:
         logger.warning(
             "fit_decoder stopped at max_epochs=%d before the loss settled (an epoch still lowered it by more than "

@@ -226,6 +226,9 @@ def test_one_cell_gets_ulm_on_its_profile_never_silent_zeros(caplog):
     with caplog.at_level(logging.WARNING, logger="regdecoder"):
         model = rd.tl.fit_decoder(one, net=net)
     assert "single sample" in caplog.text
+    # the weights are the prior's and there are no offsets: the epochs learn nothing that the
+    # final exact latents and the t-values depend on, so no "more epochs" advice
+    assert "max_epochs" not in caplog.text
     rd.tl.infer(one, model, standard_errors=True, key_added="se")  # standard errors: when asked
     es, _ = _ulm(one.to_df(), net, signs=True)
     t = rd.get.activities(one).to_df()[es.columns]
