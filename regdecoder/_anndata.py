@@ -650,8 +650,8 @@ def check_writable(adata: AnnData) -> None:
     if adata.is_view and adata.isbacked:
         msg = (
             "adata is a view of an AnnData opened with `backed='r'` (e.g. `backed[:250]`): results cannot be written "
-            "into it. Load those cells into memory first, `adata = backed[:250].to_memory()`, or fit on the whole "
-            "backed AnnData."
+            "into it. Load those cells into memory first, `adata = backed[:250].to_memory()`, or pass the whole "
+            "backed AnnData (rd.tl.fit_decoder and rd.tl.infer both read it in chunks)."
         )
         raise ValueError(msg)
     if adata.obs_names.inferred_type != "string":

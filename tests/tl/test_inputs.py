@@ -266,8 +266,9 @@ def test_a_view_of_a_backed_anndata_is_refused_before_training(backed, fit_befor
     model = rd.tl.fit_decoder(b, net=net)
     with pytest.raises(ValueError, match=r"view of an AnnData opened with `backed='r'`.*to_memory\(\)"):
         fit_before_training(b[:250], net=net)
-    with pytest.raises(ValueError, match=r"to_memory\(\)"):
+    with pytest.raises(ValueError, match=r"to_memory\(\)") as err:
         rd.tl.infer(b[:250], model, key_added="inf")
+    assert "fit on" not in str(err.value)  # infer's error does not tell the user to fit
     mem = b[:250].to_memory()  # the fix works
     rd.tl.infer(mem, model, key_added="inf")
     np.testing.assert_allclose(mem.obsm["inf"], b.obsm["regdecoder"][:250], atol=1e-4)
