@@ -81,6 +81,24 @@ def test_fit_then_infer(files, tmp_path, capsys):
         assert np.corrcoef(a, b)[0, 1] > 0.99
 
 
+@pytest.mark.filterwarnings("ignore:Writing zarr v2:UserWarning")  # anndata announces that its zarr default will change
+def test_zarr_stores_in_and_out(files, tmp_path):
+    """An --out ending in .zarr is a zarr store (it was an HDF5 file under that name, which
+    `ad.read_zarr` cannot open, written after the whole fit), and a .zarr input is read."""
+    store = tmp_path / "in.zarr"
+    ad.read_h5ad(files / "in.h5ad").write_zarr(store)
+    out, model = tmp_path / "out.zarr", tmp_path / "m.pt"
+    code = main("fit", store, "--net", files / "net.tsv", "--out", out, "--model", model, "-q", "--n-threads", "1")
+    assert code == 0 and out.is_dir()
+    fitted = ad.read_zarr(out)
+    reference = tmp_path / "ref.h5ad"
+    assert fit(files, reference) == 0
+    np.testing.assert_array_equal(fitted.obsm["regdecoder"], ad.read_h5ad(reference).obsm["regdecoder"])
+    assert main("infer", out, "--model", model, "--out", tmp_path / "new.zarr", "--key-added", "tfa", "-q") == 0
+    inferred = ad.read_zarr(tmp_path / "new.zarr")
+    assert list(rd.get.activities(inferred, key="tfa").var_names) == list(fitted.obsm["regdecoder"].columns)
+
+
 def test_use_raw_reads_raw(files, tmp_path):
     adata = ad.read_h5ad(files / "in.h5ad")
     adata.layers["expr"] = adata.X.copy()
