@@ -201,15 +201,36 @@ _OLD_KEYWORDS = {
     "loss": "gene_likelihood={!r}",
     "callback": "recipe={{'callback': f}}",
     "max_epochs": "recipe={{'max_epochs': {!r}}}",
+    "solver": "recipe={{'solver': {!r}}}",
+    "preset": "recipe={{'preset': {!r}}}",
+    "batch_size": "recipe={{'batch_size': {!r}}}",
+    "tol": "recipe={{'tol': {!r}}}",
+    "early_stopping": "recipe={{'early_stopping': {!r}}}",
+}
+#: 0.1's keywords of fit_decoder that have no one-to-one spelling since 0.2: refused, naming the fix.
+_REMOVED_KEYWORDS = {
+    "source": "name the net's TF column `source`: `net = net.rename(columns={{{!r}: 'source'}})`",
+    "target": "name the net's gene column `target`: `net = net.rename(columns={{{!r}: 'target'}})`",
+    "weight": "name the net's sign column `weight` (or `mor`): `net = net.rename(columns={{{!r}: 'weight'}})`",
+    "output": "the output follows gene_likelihood: 'mse' is the ReLU model, 'normal' the linear one (got {!r})",
+    "l1": "soft_mask= takes the L1 strength itself: `soft_mask={!r}`",
+    "impl": "leave it out (got {!r}): the sparse kernel is chosen for the device",
 }
 
 
 def _accept_old_keywords(func):
-    """``fit_decoder`` that also takes 0.1's ``progress=``, ``loss=``, ``callback=`` and
-    ``max_epochs=`` (a FutureWarning names the new spelling), as scanpy and anndata deprecate."""
+    """``fit_decoder`` that also takes 0.1's ``progress=``, ``loss=`` and the recipe's fields
+    (``callback=``, ``max_epochs=``, ``solver=``, ...; a FutureWarning names the new spelling), as
+    scanpy and anndata deprecate, and refuses 0.1's keywords that have no one-to-one spelling
+    (``source=``, ``l1=``, ...) with a TypeError naming the fix."""
 
     @functools.wraps(func)
     def wrapper(adata, **kwargs):
+        removed = [k for k in kwargs if k in _REMOVED_KEYWORDS]
+        if removed:  # before any data is read
+            fixes = "; ".join(f"`{k}=`: {_REMOVED_KEYWORDS[k].format(kwargs[k])}" for k in removed)
+            msg = f"fit_decoder has no {', '.join(f'`{k}=`' for k in removed)} since regdecoder 0.2. {fixes}."
+            raise TypeError(msg)
         old = {k: kwargs.pop(k) for k in list(kwargs) if k in _OLD_KEYWORDS}
         if not old:
             return func(adata, **kwargs)
@@ -222,7 +243,7 @@ def _accept_old_keywords(func):
         if "loss" in old:
             _not_both("loss", "`gene_likelihood=`", "gene_likelihood" in kwargs)
             kwargs["gene_likelihood"] = old["loss"]
-        moved = {k: old[k] for k in ("callback", "max_epochs") if k in old}
+        moved = {k: v for k, v in old.items() if _OLD_KEYWORDS[k].startswith("recipe=")}
         if moved:
             kwargs["recipe"] = _recipe_with(kwargs.get("recipe"), moved)
         before = settings.progress

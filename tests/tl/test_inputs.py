@@ -291,6 +291,44 @@ def test_obs_names_that_are_not_strings_are_refused_before_training(fit_before_t
 
 
 # ------------------------------------------------------------------------------ scripts for 0.1
+def test_the_recipe_keywords_of_0_1_work_with_a_future_warning():
+    """0.1's fit_decoder also took the recipe's fields as keywords (solver=, preset=, batch_size=,
+    tol=, early_stopping=): a script written for it raised a bare TypeError."""
+    grn = rd.sim.grn(n_obs=80, n_genes=60, n_tfs=4, density=0.3, noise=0.1, seed=1)
+    net = grn.uns["sim"]["net"]
+    given = {"solver": "als", "tol": 1e-3, "batch_size": 64, "early_stopping": False}
+    with pytest.warns(FutureWarning) as rec:
+        rd.tl.fit_decoder(grn, net=net, recipe={"max_epochs": 2}, **given)
+    assert len(rec) == 4
+    for k, v in given.items():
+        assert any(f"`{k}=`" in str(w.message) and f"recipe={{'{k}': {v!r}}}" in str(w.message) for w in rec), k
+        assert grn.uns["regdecoder"]["params"]["recipe"][k] == v
+    with pytest.warns(FutureWarning, match=r"`preset=`.*recipe=\{'preset': 'paper'\}"):
+        rd.tl.fit_decoder(grn, net=net, preset="paper", recipe={"max_epochs": 1})
+    assert grn.uns["regdecoder"]["params"]["recipe"]["solver"] == "gradient"  # the paper's recipe
+    with pytest.raises(TypeError, match="recipe="), pytest.warns(FutureWarning):
+        rd.tl.fit_decoder(grn, net=net, tol=1e-3, recipe={"tol": 1e-4})
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "fix"),
+    [
+        ("source", "tf", "net.rename(columns={'tf': 'source'})"),
+        ("target", "gene", "net.rename(columns={'gene': 'target'})"),
+        ("weight", "mor", "net.rename(columns={'mor': 'weight'})"),
+        ("output", "linear", "gene_likelihood"),
+        ("l1", 0.05, "soft_mask=0.05"),
+        ("impl", "torch", "leave it out"),
+    ],
+)
+def test_keywords_of_0_1_without_a_new_spelling_are_refused_naming_the_fix(keyword, value, fix, fit_before_training):
+    grn = rd.sim.grn(n_obs=40, n_genes=60, n_tfs=4, density=0.3, noise=0.1, seed=1)
+    net = grn.uns["sim"]["net"]
+    with pytest.raises(TypeError, match=f"`{keyword}=`") as err:
+        fit_before_training(grn, net=net, **{keyword: value})
+    assert fix in str(err.value) and "regdecoder" not in grn.obsm
+
+
 def test_keywords_of_0_1_work_with_a_future_warning(capsys):
     grn = rd.sim.grn(n_obs=80, n_genes=60, n_tfs=4, density=0.3, noise=0.1, seed=1)
     net = grn.uns["sim"]["net"]
