@@ -183,6 +183,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=5,
         help="drop TFs with fewer than N targets among the genes of IN (default: %(default)s)",
     )
+    fit.add_argument(
+        "--weights",
+        metavar="W",
+        choices=("auto", "fit", "prior"),
+        default="auto",
+        help="fit: learn the weights (shrunk toward the net's signs); prior: keep the net's signs; auto: prior "
+        "when there are too few cells to learn them (default: %(default)s)",
+    )
+    fit.add_argument(
+        "--collinear",
+        metavar="C",
+        choices=("merge", "drop", "keep"),
+        default="merge",
+        help="TFs with identical regulons among the genes: merge into one activity named A|B, drop all but "
+        "the first, or keep them apart (default: %(default)s)",
+    )
     _add_run_options(fit)
     fit.set_defaults(func=_fit)
 
@@ -280,6 +296,8 @@ def _fit(args) -> None:
         adata,
         net=net,
         tmin=args.tmin,
+        weights=args.weights,
+        collinear=args.collinear,
         gene_likelihood=args.gene_likelihood,
         seed=args.seed,
         key_added=args.key_added,

@@ -295,6 +295,21 @@ def test_warnings_name_the_options_too(files, tmp_path, caplog):
     assert "tmin=12" in caplog.text
 
 
+def test_the_advice_of_the_few_samples_warning_can_be_followed_on_the_command_line(files, tmp_path, caplog):
+    """A handful of cells: the warning says `--weights fit` learns the weights anyway (it said
+    `weights='fit'`, which the command line had no option for), and the option does it."""
+    few = ad.read_h5ad(files / "in.h5ad")[:3].copy()
+    few.write_h5ad(tmp_path / "few.h5ad")
+    args = ["fit", tmp_path / "few.h5ad", "--net", files / "net.tsv", "-q"]
+    with caplog.at_level(logging.WARNING, logger="regdecoder"):
+        assert main(*args, "--out", tmp_path / "a.h5ad") == 0
+    assert "--weights fit" in caplog.text and "weights=" not in caplog.text
+    assert ad.read_h5ad(tmp_path / "a.h5ad").uns["regdecoder"]["params"]["weights"] == "prior"
+    assert main(*args, "--out", tmp_path / "b.h5ad", "--weights", "fit", "--collinear", "keep") == 0
+    params = ad.read_h5ad(tmp_path / "b.h5ad").uns["regdecoder"]["params"]
+    assert params["weights"] == "fit" and params["collinear"] == "keep"
+
+
 @pytest.mark.parametrize(
     ("message", "words"),
     [
@@ -305,7 +320,8 @@ def test_warnings_name_the_options_too(files, tmp_path, caplog):
         ("device='cuda' but CUDA is not available; use device='cpu'.", "--device cuda but CUDA is not available; use --device cpu."),
         ("fit with `rd.tl.fit_decoder(adata, net=net, soft_mask=True)` or pass `net=`.",
          "fit with `rd.tl.fit_decoder(adata, net=net, soft_mask=True)` or pass `--net`."),
-        ("pass weights='fit' or seeds=3", "pass weights='fit' or seeds=3"),  # no such options: as it was
+        ("pass weights='fit' or seeds=3", "pass --weights fit or seeds=3"),  # no --seeds option: as it was
+        ("(collinear='merge'; 'merge', 'drop' or 'keep')", "(--collinear merge; 'merge', 'drop' or 'keep')"),
     ],
 )  # fmt: skip
 def test_python_arguments_in_the_command_lines_words(message, words):
