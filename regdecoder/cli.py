@@ -58,6 +58,8 @@ def in_flags(text: str, flags: dict[str, argparse.Action]) -> str:
     (``rd.tl.fit_decoder(adata, net=net)``) is left as it is."""
     if not flags:
         return text
+    if "max_epochs" in flags:  # the one recipe field the command line has an option for
+        text = re.sub(r"recipe=\{'max_epochs': (\d+)\}", r"max_epochs=\1", text)
     names = "|".join(sorted(map(re.escape, flags), key=len, reverse=True))
     assign = re.compile(rf"(leave )?(?<![\w.])({names})=('[^']*'|\"[^\"]*\"|[\w.:+-]*)")
 
@@ -184,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop TFs with fewer than N targets among the genes of IN (default: %(default)s)",
     )
     fit.add_argument(
+        "--max-epochs",
+        metavar="N",
+        type=int,
+        default=None,
+        help="stop the fit after N epochs if the loss has not settled before (default: the recipe's, 50)",
+    )
+    fit.add_argument(
         "--weights",
         metavar="W",
         choices=("auto", "fit", "prior"),
@@ -298,6 +307,7 @@ def _fit(args) -> None:
         tmin=args.tmin,
         weights=args.weights,
         collinear=args.collinear,
+        recipe=None if args.max_epochs is None else {"max_epochs": args.max_epochs},
         gene_likelihood=args.gene_likelihood,
         seed=args.seed,
         key_added=args.key_added,

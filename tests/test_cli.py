@@ -310,6 +310,15 @@ def test_the_advice_of_the_few_samples_warning_can_be_followed_on_the_command_li
     assert params["weights"] == "fit" and params["collinear"] == "keep"
 
 
+def test_a_fit_stopped_at_max_epochs_advises_the_option(files, tmp_path, caplog):
+    """The unconverged warning advised `recipe={'max_epochs': 4}`, which the command line had
+    no option for; --max-epochs sets it."""
+    with caplog.at_level(logging.WARNING, logger="regdecoder"):
+        assert fit(files, tmp_path / "o.h5ad", "--max-epochs", "2") == 0
+    assert "--max-epochs 4" in caplog.text and "recipe=" not in caplog.text
+    assert ad.read_h5ad(tmp_path / "o.h5ad").uns["regdecoder"]["params"]["recipe"]["max_epochs"] == 2
+
+
 @pytest.mark.parametrize(
     ("message", "words"),
     [
@@ -322,6 +331,8 @@ def test_the_advice_of_the_few_samples_warning_can_be_followed_on_the_command_li
          "fit with `rd.tl.fit_decoder(adata, net=net, soft_mask=True)` or pass `--net`."),
         ("pass weights='fit' or seeds=3", "pass --weights fit or seeds=3"),  # no --seeds option: as it was
         ("(collinear='merge'; 'merge', 'drop' or 'keep')", "(--collinear merge; 'merge', 'drop' or 'keep')"),
+        ("the activities may change with more epochs: recipe={'max_epochs': 100}.",
+         "the activities may change with more epochs: --max-epochs 100."),
     ],
 )  # fmt: skip
 def test_python_arguments_in_the_command_lines_words(message, words):
