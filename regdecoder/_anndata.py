@@ -125,12 +125,16 @@ class _Checker:
     """Checks one block of values: finite, at most :data:`MAX_ABS`, and the likelihood's domain.
 
     ``domain``: ``'any'``; ``'nonnegative'`` (the ReLU model's output cannot be negative);
-    ``'counts'`` (non-negative integers, count likelihoods).
+    ``'counts'`` (non-negative integers, count likelihoods). ``fitted``: the likelihood is a
+    fitted model's (inference), so the fix is other values, never another likelihood.
     """
 
-    def __init__(self, where: str, obs_names, var_names, domain: str, likelihood: str) -> None:
+    def __init__(self, where: str, obs_names, var_names, domain: str, likelihood: str, fitted: bool = False) -> None:
         self.where, self.obs, self.var = where, obs_names, var_names
-        self.domain, self.likelihood = domain, likelihood
+        self.domain, self.likelihood, self.fitted = domain, likelihood, fitted
+        self.needs = (
+            f"The model (fitted with the likelihood {likelihood!r})" if fitted else f"gene_likelihood={likelihood!r}"
+        )
 
     def _pos(self, row: int, col: int) -> str:
         return f"cell {self.obs[row]!r} (row {row}), gene {self.var[col]!r} (column {col})"
@@ -178,7 +182,15 @@ class _Checker:
                 i = _first(neg)
                 frac = float(neg.mean()) if rows is None else float(neg.sum()) / max(1, vals.size)
                 if self.domain == "counts":
-                    fix = "Pass the layer with raw UMI counts (`layer='counts'`), or use gene_likelihood='mse'."
+                    fix = "Pass the layer with raw UMI counts (`layer='counts'`)" + (
+                        ", as the model was fitted on." if self.fitted else ", or use gene_likelihood='mse'."
+                    )
+                elif self.fitted:  # infer: the model is fixed; only the values can change
+                    fix = (
+                        "The model's ReLU output cannot be negative: give these cells the log-normalised values it "
+                        "was fitted on, `use_raw=True` (adata.raw) or `layer=` with a log-normalised layer. Signed "
+                        "data (contrasts, scaled values) need a model fitted on signed data (the linear decoder)."
+                    )
                 else:
                     fix = (
                         "The ReLU model's output cannot be negative. For signed data (contrasts, log fold changes, "
@@ -187,7 +199,7 @@ class _Checker:
                         "`use_raw=True` (adata.raw) or `layer=` with a log-normalised layer."
                     )
                 msg = (
-                    f"gene_likelihood={self.likelihood!r} needs non-negative data, but {self.where} has "
+                    f"{self.needs} needs non-negative data, but {self.where} has "
                     f"{int(neg.sum())} negative value(s) in this block ({frac:.0%} of its stored values), "
                     f"the first ({vals[i]:g}) at {where_(i)}. {fix}"
                 )
@@ -197,9 +209,9 @@ class _Checker:
             if frac.any():
                 ex = vals[frac][:3].tolist()
                 msg = (
-                    f"gene_likelihood={self.likelihood!r} models raw counts, but {self.where} has {int(frac.sum())} "
+                    f"{self.needs} models raw counts, but {self.where} has {int(frac.sum())} "
                     f"non-integer values (e.g. {ex}); it looks normalised. Pass the layer with raw counts "
-                    "(`layer='counts'`), or use gene_likelihood='mse'."
+                    "(`layer='counts'`)" + ("." if self.fitted else ", or use gene_likelihood='mse'.")
                 )
                 raise ValueError(msg)
 
@@ -385,7 +397,9 @@ def read(
     layer, use_raw
         ``layers[layer]``, or ``raw.X`` with ``raw.var_names``; default ``X``.
     genes
-        The model's genes: columns are reordered to them (an error if the sets differ).
+        The model's genes: columns are reordered to them (an error if the sets differ). Given,
+        the likelihood is a fitted model's: errors name other values as the fix, never another
+        likelihood.
     likelihood
         ``'mse'`` with a ReLU output: values must be >= 0; ``'poisson'``/``'nb'``:
         non-negative integers; ``'normal'`` (a linear output) or None: any finite values.
@@ -410,7 +424,7 @@ def read(
     domain = {None: "any", "mse": "nonnegative", "normal": "any", "poisson": "counts", "nb": "counts"}.get(
         likelihood, "any"
     )
-    checker = _Checker(where, adata.obs_names, var_names, domain, likelihood or "")
+    checker = _Checker(where, adata.obs_names, var_names, domain, likelihood or "", fitted=genes is not None)
     return ExpressionSource(
         mat,
         where=where,
@@ -636,8 +650,8 @@ def check_writable(adata: AnnData) -> None:
     if adata.is_view and adata.isbacked:
         msg = (
             "adata is a view of an AnnData opened with `backed='r'` (e.g. `backed[:250]`): results cannot be written "
-            "into it. Load those cells into memory first, `adata = backed[:250].to_memory()`, or fit on the whole "
-            "backed AnnData."
+            "into it. Load those cells into memory first, `adata = backed[:250].to_memory()`, or pass the whole "
+            "backed AnnData (rd.tl.fit_decoder and rd.tl.infer both read it in chunks)."
         )
         raise ValueError(msg)
     if adata.obs_names.inferred_type != "string":

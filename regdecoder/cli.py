@@ -58,6 +58,8 @@ def in_flags(text: str, flags: dict[str, argparse.Action]) -> str:
     (``rd.tl.fit_decoder(adata, net=net)``) is left as it is."""
     if not flags:
         return text
+    if "max_epochs" in flags:  # the one recipe field the command line has an option for
+        text = re.sub(r"recipe=\{'max_epochs': (\d+)\}", r"max_epochs=\1", text)
     names = "|".join(sorted(map(re.escape, flags), key=len, reverse=True))
     assign = re.compile(rf"(leave )?(?<![\w.])({names})=('[^']*'|\"[^\"]*\"|[\w.:+-]*)")
 
@@ -146,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
         "'regdecoder infer'.",
         epilog=_EPILOG,
     )
-    fit.add_argument("input", metavar="IN.h5ad", help="cells x genes, log-normalised expression in X (or --layer)")
+    fit.add_argument(
+        "input", metavar="IN.h5ad", help="cells x genes, log-normalised expression in X (or --layer); .h5ad or .zarr"
+    )
     fit.add_argument(
         "--net",
         metavar="NET",
@@ -160,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="column separator of NET (default: a tab for .tsv, .tab and .txt files, a comma otherwise)",
     )
-    fit.add_argument("--out", metavar="OUT.h5ad", required=True, help="where to write the AnnData with the results")
+    fit.add_argument(
+        "--out", metavar="OUT.h5ad", required=True, help="where to write the AnnData with the results (.h5ad or .zarr)"
+    )
     fit.add_argument("--model", metavar="MODEL.pt", default=None, help="also save the fitted model to this file")
     _add_input_options(fit)
     fit.add_argument("--seed", metavar="N", type=int, default=0, help="random seed of the fit (default: %(default)s)")
@@ -179,6 +185,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=5,
         help="drop TFs with fewer than N targets among the genes of IN (default: %(default)s)",
     )
+    fit.add_argument(
+        "--max-epochs",
+        metavar="N",
+        type=int,
+        default=None,
+        help="stop the fit after N epochs if the loss has not settled before (default: the recipe's, 50)",
+    )
+    fit.add_argument(
+        "--weights",
+        metavar="W",
+        choices=("auto", "fit", "prior"),
+        default="auto",
+        help="fit: learn the weights (shrunk toward the net's signs); prior: keep the net's signs; auto: prior "
+        "when there are too few cells to learn them (default: %(default)s)",
+    )
+    fit.add_argument(
+        "--collinear",
+        metavar="C",
+        choices=("merge", "drop", "keep"),
+        default="merge",
+        help="TFs with identical regulons among the genes: merge into one activity named A|B, drop all but "
+        "the first, or keep them apart (default: %(default)s)",
+    )
     _add_run_options(fit)
     fit.set_defaults(func=_fit)
 
@@ -189,9 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
         "and write IN with obsm[K] and uns[K] to OUT. IN must hold the model's genes (any order).",
         epilog=_EPILOG,
     )
-    infer.add_argument("input", metavar="IN.h5ad", help="cells x genes, processed like the training data")
+    infer.add_argument("input", metavar="IN.h5ad", help="cells x genes, processed like the training data; .h5ad or .zarr")
     infer.add_argument("--model", metavar="MODEL.pt", required=True, help="a model saved by 'regdecoder fit --model'")
-    infer.add_argument("--out", metavar="OUT.h5ad", required=True, help="where to write the AnnData with the results")
+    infer.add_argument(
+        "--out", metavar="OUT.h5ad", required=True, help="where to write the AnnData with the results (.h5ad or .zarr)"
+    )
     _add_input_options(infer)
     _add_run_options(infer)
     infer.set_defaults(func=_infer)
@@ -209,15 +240,20 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------- commands
 
 
-def _read_h5ad(path: str):
+def _zarr(path) -> bool:
+    """A path that names a zarr store (by its suffix): read and written with anndata's zarr I/O."""
+    return Path(path).suffix.lower() == ".zarr"
+
+
+def _read_anndata(path: str):
     p = Path(path)
-    if not p.is_file():
+    if not (p.is_dir() if _zarr(p) else p.is_file()):
         msg = f"No input file at {path!r}."
         raise UserError(msg)
     try:
-        return ad.read_h5ad(p)
-    except OSError as err:
-        msg = f"Could not read {path!r} as an .h5ad file ({err})."
+        return ad.read_zarr(p) if _zarr(p) else ad.read_h5ad(p)
+    except OSError as err:  # h5py's; zarr's GroupNotFoundError (a directory that is not a store) is one too
+        msg = f"Could not read {path!r} as an {'.zarr store' if _zarr(p) else '.h5ad file'} ({err})."
         raise UserError(msg) from err
 
 
@@ -229,10 +265,12 @@ def _read_net(path: str, sep: str | None = None):
         raise UserError(msg) from err
 
 
-def _write_h5ad(adata, path: str) -> None:
+def _write_anndata(adata, path: str) -> None:
+    """``path`` as .h5ad, or as a zarr store when it ends in ``.zarr`` (an HDF5 file under that
+    name could be read by neither reader's usual call)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    adata.write_h5ad(p)
+    adata.write_zarr(p) if _zarr(p) else adata.write_h5ad(p)
 
 
 def _expression(adata, args) -> dict:
@@ -256,7 +294,7 @@ def _device(args) -> str:
 
 def _fit(args) -> None:
     clock = Stages()
-    adata = _read_h5ad(args.input)
+    adata = _read_anndata(args.input)
     clock.done("read %s (%d cells x %d genes)", args.input, adata.n_obs, adata.n_vars)
     net = _read_net(args.net, args.sep)
     clock.done("read the network %s (%d edges)", args.net, len(net))
@@ -267,6 +305,9 @@ def _fit(args) -> None:
         adata,
         net=net,
         tmin=args.tmin,
+        weights=args.weights,
+        collinear=args.collinear,
+        recipe=None if args.max_epochs is None else {"max_epochs": args.max_epochs},
         gene_likelihood=args.gene_likelihood,
         seed=args.seed,
         key_added=args.key_added,
@@ -274,7 +315,7 @@ def _fit(args) -> None:
         **kwargs,
     )
     clock = Stages()  # fit_decoder logs its own stages
-    _write_h5ad(adata, args.out)
+    _write_anndata(adata, args.out)
     clock.done("wrote %s", args.out)
     z = adata.obsm[args.key_added]
     print(
@@ -289,7 +330,7 @@ def _fit(args) -> None:
 
 def _infer(args) -> None:
     clock = Stages()
-    adata = _read_h5ad(args.input)
+    adata = _read_anndata(args.input)
     clock.done("read %s (%d cells x %d genes)", args.input, adata.n_obs, adata.n_vars)
     try:
         model = tl.Model.load(args.model, device=_device(args))
@@ -302,7 +343,7 @@ def _infer(args) -> None:
     t0 = time.perf_counter()
     tl.infer(adata, model, key_added=args.key_added, **kwargs)
     clock = Stages()  # infer logs its own stages
-    _write_h5ad(adata, args.out)
+    _write_anndata(adata, args.out)
     clock.done("wrote %s", args.out)
     z = adata.obsm[args.key_added]
     print(

@@ -81,6 +81,24 @@ def test_fit_then_infer(files, tmp_path, capsys):
         assert np.corrcoef(a, b)[0, 1] > 0.99
 
 
+@pytest.mark.filterwarnings("ignore:Writing zarr v2:UserWarning")  # anndata announces that its zarr default will change
+def test_zarr_stores_in_and_out(files, tmp_path):
+    """An --out ending in .zarr is a zarr store (it was an HDF5 file under that name, which
+    `ad.read_zarr` cannot open, written after the whole fit), and a .zarr input is read."""
+    store = tmp_path / "in.zarr"
+    ad.read_h5ad(files / "in.h5ad").write_zarr(store)
+    out, model = tmp_path / "out.zarr", tmp_path / "m.pt"
+    code = main("fit", store, "--net", files / "net.tsv", "--out", out, "--model", model, "-q", "--n-threads", "1")
+    assert code == 0 and out.is_dir()
+    fitted = ad.read_zarr(out)
+    reference = tmp_path / "ref.h5ad"
+    assert fit(files, reference) == 0
+    np.testing.assert_array_equal(fitted.obsm["regdecoder"], ad.read_h5ad(reference).obsm["regdecoder"])
+    assert main("infer", out, "--model", model, "--out", tmp_path / "new.zarr", "--key-added", "tfa", "-q") == 0
+    inferred = ad.read_zarr(tmp_path / "new.zarr")
+    assert list(rd.get.activities(inferred, key="tfa").var_names) == list(fitted.obsm["regdecoder"].columns)
+
+
 def test_use_raw_reads_raw(files, tmp_path):
     adata = ad.read_h5ad(files / "in.h5ad")
     adata.layers["expr"] = adata.X.copy()
@@ -277,6 +295,30 @@ def test_warnings_name_the_options_too(files, tmp_path, caplog):
     assert "tmin=12" in caplog.text
 
 
+def test_the_advice_of_the_few_samples_warning_can_be_followed_on_the_command_line(files, tmp_path, caplog):
+    """A handful of cells: the warning says `--weights fit` learns the weights anyway (it said
+    `weights='fit'`, which the command line had no option for), and the option does it."""
+    few = ad.read_h5ad(files / "in.h5ad")[:3].copy()
+    few.write_h5ad(tmp_path / "few.h5ad")
+    args = ["fit", tmp_path / "few.h5ad", "--net", files / "net.tsv", "-q"]
+    with caplog.at_level(logging.WARNING, logger="regdecoder"):
+        assert main(*args, "--out", tmp_path / "a.h5ad") == 0
+    assert "--weights fit" in caplog.text and "weights=" not in caplog.text
+    assert ad.read_h5ad(tmp_path / "a.h5ad").uns["regdecoder"]["params"]["weights"] == "prior"
+    assert main(*args, "--out", tmp_path / "b.h5ad", "--weights", "fit", "--collinear", "keep") == 0
+    params = ad.read_h5ad(tmp_path / "b.h5ad").uns["regdecoder"]["params"]
+    assert params["weights"] == "fit" and params["collinear"] == "keep"
+
+
+def test_a_fit_stopped_at_max_epochs_advises_the_option(files, tmp_path, caplog):
+    """The unconverged warning advised `recipe={'max_epochs': 4}`, which the command line had
+    no option for; --max-epochs sets it."""
+    with caplog.at_level(logging.WARNING, logger="regdecoder"):
+        assert fit(files, tmp_path / "o.h5ad", "--max-epochs", "2") == 0
+    assert "--max-epochs 4" in caplog.text and "recipe=" not in caplog.text
+    assert ad.read_h5ad(tmp_path / "o.h5ad").uns["regdecoder"]["params"]["recipe"]["max_epochs"] == 2
+
+
 @pytest.mark.parametrize(
     ("message", "words"),
     [
@@ -287,7 +329,10 @@ def test_warnings_name_the_options_too(files, tmp_path, caplog):
         ("device='cuda' but CUDA is not available; use device='cpu'.", "--device cuda but CUDA is not available; use --device cpu."),
         ("fit with `rd.tl.fit_decoder(adata, net=net, soft_mask=True)` or pass `net=`.",
          "fit with `rd.tl.fit_decoder(adata, net=net, soft_mask=True)` or pass `--net`."),
-        ("pass weights='fit' or seeds=3", "pass weights='fit' or seeds=3"),  # no such options: as it was
+        ("pass weights='fit' or seeds=3", "pass --weights fit or seeds=3"),  # no --seeds option: as it was
+        ("(collinear='merge'; 'merge', 'drop' or 'keep')", "(--collinear merge; 'merge', 'drop' or 'keep')"),
+        ("the activities may change with more epochs: recipe={'max_epochs': 100}.",
+         "the activities may change with more epochs: --max-epochs 100."),
     ],
 )  # fmt: skip
 def test_python_arguments_in_the_command_lines_words(message, words):

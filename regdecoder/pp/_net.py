@@ -280,7 +280,8 @@ def prepare_net(
     if df["source"].nunique() > df["target"].nunique():
         logger.warning(
             "`net` has more regulators (%d) than targets (%d); in a TF -> target network it is "
-            "the other way round. Are `source` and `target` swapped? (source = TF, target = regulated gene)",
+            "the other way round. Are `source` and `target` swapped? (source = TF, target = regulated gene; "
+            "if so, swap them: `net = net.rename(columns={'source': 'target', 'target': 'source'})`)",
             df["source"].nunique(),
             df["target"].nunique(),
         )

@@ -201,15 +201,36 @@ _OLD_KEYWORDS = {
     "loss": "gene_likelihood={!r}",
     "callback": "recipe={{'callback': f}}",
     "max_epochs": "recipe={{'max_epochs': {!r}}}",
+    "solver": "recipe={{'solver': {!r}}}",
+    "preset": "recipe={{'preset': {!r}}}",
+    "batch_size": "recipe={{'batch_size': {!r}}}",
+    "tol": "recipe={{'tol': {!r}}}",
+    "early_stopping": "recipe={{'early_stopping': {!r}}}",
+}
+#: 0.1's keywords of fit_decoder that have no one-to-one spelling since 0.2: refused, naming the fix.
+_REMOVED_KEYWORDS = {
+    "source": "name the net's TF column `source`: `net = net.rename(columns={{{!r}: 'source'}})`",
+    "target": "name the net's gene column `target`: `net = net.rename(columns={{{!r}: 'target'}})`",
+    "weight": "name the net's sign column `weight` (or `mor`): `net = net.rename(columns={{{!r}: 'weight'}})`",
+    "output": "the output follows gene_likelihood: 'mse' is the ReLU model, 'normal' the linear one (got {!r})",
+    "l1": "soft_mask= takes the L1 strength itself: `soft_mask={!r}`",
+    "impl": "leave it out (got {!r}): the sparse kernel is chosen for the device",
 }
 
 
 def _accept_old_keywords(func):
-    """``fit_decoder`` that also takes 0.1's ``progress=``, ``loss=``, ``callback=`` and
-    ``max_epochs=`` (a FutureWarning names the new spelling), as scanpy and anndata deprecate."""
+    """``fit_decoder`` that also takes 0.1's ``progress=``, ``loss=`` and the recipe's fields
+    (``callback=``, ``max_epochs=``, ``solver=``, ...; a FutureWarning names the new spelling), as
+    scanpy and anndata deprecate, and refuses 0.1's keywords that have no one-to-one spelling
+    (``source=``, ``l1=``, ...) with a TypeError naming the fix."""
 
     @functools.wraps(func)
     def wrapper(adata, **kwargs):
+        removed = [k for k in kwargs if k in _REMOVED_KEYWORDS]
+        if removed:  # before any data is read
+            fixes = "; ".join(f"`{k}=`: {_REMOVED_KEYWORDS[k].format(kwargs[k])}" for k in removed)
+            msg = f"fit_decoder has no {', '.join(f'`{k}=`' for k in removed)} since regdecoder 0.2. {fixes}."
+            raise TypeError(msg)
         old = {k: kwargs.pop(k) for k in list(kwargs) if k in _OLD_KEYWORDS}
         if not old:
             return func(adata, **kwargs)
@@ -222,7 +243,7 @@ def _accept_old_keywords(func):
         if "loss" in old:
             _not_both("loss", "`gene_likelihood=`", "gene_likelihood" in kwargs)
             kwargs["gene_likelihood"] = old["loss"]
-        moved = {k: old[k] for k in ("callback", "max_epochs") if k in old}
+        moved = {k: v for k, v in old.items() if _OLD_KEYWORDS[k].startswith("recipe=")}
         if moved:
             kwargs["recipe"] = _recipe_with(kwargs.get("recipe"), moved)
         before = settings.progress
@@ -333,7 +354,8 @@ def fit_decoder(
         then ``size_factor * softplus(W z + b)`` and the fit runs on the gradient engine.
         With one sample (one contrast vector, one cell, one bulk profile) the weights are
         the prior's (``weights='auto'``) and no offsets are fitted: the activities are
-        ulm's statistic per TF, with its p-value.
+        ulm's statistic per TF, with its p-value (over every gene, zeros included: decoupler's
+        ``ulm(..., empty=False)``).
     library_size
         Count likelihoods: ``obs`` column with each cell's library size; None uses the
         cells' total counts. Size factors are library sizes over a reference stored in
@@ -453,7 +475,7 @@ def fit_decoder(
         callback=_callback(rec.callback, prior_sign, names),
     )  # fmt: skip
     clock.done("%s fit, %d epochs", rec.solver, len(history["loss"]))
-    _warn_unconverged(rec, history)
+    _warn_unconverged(rec, history, learned=not spec.fixed_weights or cfg.bias)
     model, z, stats = _finish(decoder, z, history, data, prior_sign, names, library_ref, source.n_total, stream)
     params = spec.params(
         layer=layer, use_raw=use_raw, bias=cfg.bias, gene_likelihood=gene_likelihood, library_size=library_size,
@@ -514,7 +536,11 @@ def _center(decoder, gene_mean, data, n_total: int) -> torch.Tensor | None:
     return gene_mean.to(torch.float32).cpu()
 
 
-def _warn_unconverged(rec, history: dict) -> None:
+def _warn_unconverged(rec, history: dict, learned: bool = True) -> None:
+    """``learned``: the epochs fit weights or offsets (with neither, the final latents are solved
+    exactly for the prior's weights and the t-values do not depend on them: no advice to run more)."""
+    if not learned:
+        return
     if rec.solver == "als" and rec.tol > 0 and not history.get("converged", True) and rec.callback is None:
         logger.warning(
             "fit_decoder stopped at max_epochs=%d before the loss settled (an epoch still lowered it by more than "

@@ -32,3 +32,5 @@ def test_a_tf_rich_gene_panel_is_not_called_swapped_but_a_swapped_net_is(caplog)
     with caplog.at_level(logging.WARNING, logger="regdecoder"):
         rd.pp.prepare_net(swapped, panel, tmin=1)
     assert "swapped" in caplog.text
+    # the fix, since fit_decoder has no source=/target= options
+    assert "net.rename(columns={'source': 'target', 'target': 'source'})" in caplog.text

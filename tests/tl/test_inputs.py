@@ -87,6 +87,29 @@ def test_the_hvg_layout_on_the_command_line(hvg, tmp_path):
     )
 
 
+def test_inferring_on_scaled_x_names_use_raw_never_another_likelihood(hvg, tmp_path, capsys):
+    """A model fitted on raw's log-normalised genes, given new cells' scaled X (all genes, as
+    scanpy leaves X without subsetting): the fix is `use_raw=True` (`--use-raw`), not the linear
+    decoder's `gene_likelihood='normal'`, which infer has no way to take (the model is fixed)."""
+    a, net = hvg
+    model = rd.tl.fit_decoder(a, net=net, use_raw=True)
+    new = ad.AnnData(np.asarray(a.raw.X[:30]), obs=a.obs[[]].iloc[:30], var=a.raw.var[[]])
+    new.raw = new.copy()
+    sc.pp.scale(new)  # X: every gene of the model, scaled (negative values)
+    with pytest.raises(ValueError, match=r"negative") as err:
+        rd.tl.infer(new, model)
+    assert "use_raw=True" in str(err.value) and "gene_likelihood" not in str(err.value)
+    assert "regdecoder" not in new.obsm  # nothing written
+    model.save(tmp_path / "m.pt")
+    new.write_h5ad(tmp_path / "new.h5ad")
+    infer = ["infer", str(tmp_path / "new.h5ad"), "--model", str(tmp_path / "m.pt"), "--out", str(tmp_path / "o.h5ad")]
+    assert main([*infer, "-q"]) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "`--use-raw`" in line, line
+    assert "likelihood=" not in line and "--gene-likelihood" not in line and "use_raw" not in line, line
+    assert not (tmp_path / "o.h5ad").exists()
+
+
 # ------------------------------------------------------------------------------ signed data
 @pytest.fixture(scope="module")
 def _signed():
@@ -203,6 +226,9 @@ def test_one_cell_gets_ulm_on_its_profile_never_silent_zeros(caplog):
     with caplog.at_level(logging.WARNING, logger="regdecoder"):
         model = rd.tl.fit_decoder(one, net=net)
     assert "single sample" in caplog.text
+    # the weights are the prior's and there are no offsets: the epochs learn nothing that the
+    # final exact latents and the t-values depend on, so no "more epochs" advice
+    assert "max_epochs" not in caplog.text
     rd.tl.infer(one, model, standard_errors=True, key_added="se")  # standard errors: when asked
     es, _ = _ulm(one.to_df(), net, signs=True)
     t = rd.get.activities(one).to_df()[es.columns]
@@ -240,8 +266,9 @@ def test_a_view_of_a_backed_anndata_is_refused_before_training(backed, fit_befor
     model = rd.tl.fit_decoder(b, net=net)
     with pytest.raises(ValueError, match=r"view of an AnnData opened with `backed='r'`.*to_memory\(\)"):
         fit_before_training(b[:250], net=net)
-    with pytest.raises(ValueError, match=r"to_memory\(\)"):
+    with pytest.raises(ValueError, match=r"to_memory\(\)") as err:
         rd.tl.infer(b[:250], model, key_added="inf")
+    assert "fit on" not in str(err.value)  # infer's error does not tell the user to fit
     mem = b[:250].to_memory()  # the fix works
     rd.tl.infer(mem, model, key_added="inf")
     np.testing.assert_allclose(mem.obsm["inf"], b.obsm["regdecoder"][:250], atol=1e-4)
@@ -264,6 +291,44 @@ def test_obs_names_that_are_not_strings_are_refused_before_training(fit_before_t
 
 
 # ------------------------------------------------------------------------------ scripts for 0.1
+def test_the_recipe_keywords_of_0_1_work_with_a_future_warning():
+    """0.1's fit_decoder also took the recipe's fields as keywords (solver=, preset=, batch_size=,
+    tol=, early_stopping=): a script written for it raised a bare TypeError."""
+    grn = rd.sim.grn(n_obs=80, n_genes=60, n_tfs=4, density=0.3, noise=0.1, seed=1)
+    net = grn.uns["sim"]["net"]
+    given = {"solver": "als", "tol": 1e-3, "batch_size": 64, "early_stopping": False}
+    with pytest.warns(FutureWarning) as rec:
+        rd.tl.fit_decoder(grn, net=net, recipe={"max_epochs": 2}, **given)
+    assert len(rec) == 4
+    for k, v in given.items():
+        assert any(f"`{k}=`" in str(w.message) and f"recipe={{'{k}': {v!r}}}" in str(w.message) for w in rec), k
+        assert grn.uns["regdecoder"]["params"]["recipe"][k] == v
+    with pytest.warns(FutureWarning, match=r"`preset=`.*recipe=\{'preset': 'paper'\}"):
+        rd.tl.fit_decoder(grn, net=net, preset="paper", recipe={"max_epochs": 1})
+    assert grn.uns["regdecoder"]["params"]["recipe"]["solver"] == "gradient"  # the paper's recipe
+    with pytest.raises(TypeError, match="recipe="), pytest.warns(FutureWarning):
+        rd.tl.fit_decoder(grn, net=net, tol=1e-3, recipe={"tol": 1e-4})
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "fix"),
+    [
+        ("source", "tf", "net.rename(columns={'tf': 'source'})"),
+        ("target", "gene", "net.rename(columns={'gene': 'target'})"),
+        ("weight", "mor", "net.rename(columns={'mor': 'weight'})"),
+        ("output", "linear", "gene_likelihood"),
+        ("l1", 0.05, "soft_mask=0.05"),
+        ("impl", "torch", "leave it out"),
+    ],
+)
+def test_keywords_of_0_1_without_a_new_spelling_are_refused_naming_the_fix(keyword, value, fix, fit_before_training):
+    grn = rd.sim.grn(n_obs=40, n_genes=60, n_tfs=4, density=0.3, noise=0.1, seed=1)
+    net = grn.uns["sim"]["net"]
+    with pytest.raises(TypeError, match=f"`{keyword}=`") as err:
+        fit_before_training(grn, net=net, **{keyword: value})
+    assert fix in str(err.value) and "regdecoder" not in grn.obsm
+
+
 def test_keywords_of_0_1_work_with_a_future_warning(capsys):
     grn = rd.sim.grn(n_obs=80, n_genes=60, n_tfs=4, density=0.3, noise=0.1, seed=1)
     net = grn.uns["sim"]["net"]

@@ -50,6 +50,31 @@ def test_collectri_without_signs_keeps_known_biology_on_pbmc68k_reduced():
 
 @pytest.mark.slow
 @needs_collectri
+def test_one_real_cell_is_ulm_on_the_prior_with_no_advice_to_run_more_epochs(caplog):
+    """One cell of pbmc68k_reduced (60% zeros) with CollecTRI: the weights are the prior's and
+    there are no offsets, so nothing the epochs fit survives (the latents are solved exactly
+    afterwards, the t-values do not use them); the fit stopped at max_epochs on this cell and
+    advised `recipe={'max_epochs': 100}`. Its activities are ulm's on the prior's signs with the
+    cell's zeros kept (decoupler's `empty=False`)."""
+    import logging
+
+    import decoupler as dc
+    import scanpy as sc
+
+    one = sc.datasets.pbmc68k_reduced().raw.to_adata()[[5]].copy()
+    net = rd.datasets.collectri()
+    with caplog.at_level(logging.WARNING, logger="regdecoder"):
+        rd.tl.fit_decoder(one, net=net)
+    assert "single sample" in caplog.text and "max_epochs" not in caplog.text
+    ulm, _ = dc.mt.ulm(one.to_df(), net.assign(weight=np.sign(net["weight"])), tmin=5, empty=False)
+    acts = rd.get.activities(one).to_df()
+    common = [tf for tf in acts.columns if tf in ulm.columns]
+    assert len(common) > 100
+    np.testing.assert_allclose(acts[common].to_numpy(), ulm[common].to_numpy(), rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.slow
+@needs_collectri
 @pytest.mark.skipif(not PBMC3K.is_file(), reason=f"no PBMC 3k file at {PBMC3K}: set REGDECODER_PBMC3K")
 def test_the_readme_example_on_pbmc3k_in_scanpy_layout():
     """The README's 'on your own cells' example on PBMC 3k as scanpy's tutorial leaves it: raw
