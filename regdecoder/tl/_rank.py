@@ -96,7 +96,8 @@ def rank_activities(
         ``groupby`` is not an ``obs`` column; ``obsm[key]`` is missing; a group in
         ``groups`` or ``reference`` is not among the groups.
     ValueError
-        An unknown ``method``; ``key_added`` not a string; no reference cells.
+        An unknown ``method``; ``key_added`` not a string; no reference cells; ``groupby``
+        a numeric column that is not categorical (as ``sc.tl.rank_genes_groups`` refuses it).
     """
     _anndata.check_key_name(key_added)
     out = rank_table(adata, groupby, key=key, groups=groups, reference=reference, method=method)
@@ -148,7 +149,15 @@ def _labels(adata: AnnData, groupby: str) -> np.ndarray:
     if not isinstance(groupby, str) or groupby not in adata.obs.columns:
         msg = f"`groupby={groupby!r}` is not a column of adata.obs (columns: {list(adata.obs.columns)[:10]})."
         raise KeyError(msg)
-    return adata.obs[groupby].to_numpy(dtype=object)
+    col = adata.obs[groupby]
+    if pd.api.types.is_numeric_dtype(col) and not isinstance(col.dtype, pd.CategoricalDtype):
+        msg = (
+            f"obs[{groupby!r}] is numeric ({col.nunique()} distinct values), not groups of cells; pass a "
+            f"categorical column, or make this one so if its numbers are labels: "
+            f"adata.obs[{groupby!r}] = adata.obs[{groupby!r}].astype('category')."
+        )
+        raise ValueError(msg)
+    return col.to_numpy(dtype=object)
 
 
 def _reference(labels: np.ndarray, group, reference: str) -> np.ndarray:

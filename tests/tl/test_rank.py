@@ -128,7 +128,14 @@ def test_bad_arguments_name_the_fix(grouped):
         rd.tl.rank_activities(grouped, "group", reference="B")
     with pytest.raises(KeyError, match="obsm"):
         rd.tl.rank_activities(grouped, "group", key="nothing")
+    # a numeric column (e.g. genes per cell) is not groups: refused, as scanpy's rank_genes_groups does
+    grouped.obs["n_counts"] = np.arange(grouped.n_obs, dtype=float)
+    with pytest.raises(ValueError, match=r"numeric \(\d+ distinct values\).*astype\('category'\)"):
+        rd.tl.rank_activities(grouped, "n_counts")
     assert "rank_activities" not in grouped.uns  # nothing written on an error
+    # the same numbers as categories are groups
+    grouped.obs["two"] = pd.Categorical(np.arange(grouped.n_obs) % 2)
+    assert set(rd.tl.rank_activities(grouped, "two")["group"]) == {"0", "1"}
 
 
 def test_adjust_pvalues_against_statsmodels_with_missing_values():
