@@ -1,26 +1,14 @@
 """benchmarks/realnet.py runs end to end at a tiny size, and its numbers are consistent."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
 pytestmark = pytest.mark.slow  # an end-to-end run of the script (about half a minute)
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("realnet_bench", BENCH / "realnet.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_realnet_paper_setting_at_a_tiny_size(tmp_path):
-    realnet = _load()
+def test_realnet_paper_setting_at_a_tiny_size(tmp_path, bench):
+    realnet = bench("realnet")
     realnet.main(["--sizes", "300", "--settings", "paper", "--exact-cells", "30", "--out", str(tmp_path)])
     df = pd.read_csv(tmp_path / "realnet.csv")
     assert (tmp_path / "realnet.png").exists() and (tmp_path / "realnet.json").exists()
@@ -32,8 +20,8 @@ def test_realnet_paper_setting_at_a_tiny_size(tmp_path):
     assert 0 < row.solver_fraction_of_peak < 1 and row.peak_rss_with_decoupler_gib > 0
 
 
-def test_halves_share_one_network_and_copy_no_data():
-    realnet = _load()
+def test_halves_share_one_network_and_copy_no_data(bench):
+    realnet = bench("realnet")
     a = realnet.simulate("paper", 50, 0, None)
     first, second = realnet.halves(a, 20)
     assert first.n_obs == 20 and second.n_obs == 30

@@ -1,8 +1,5 @@
 """benchmarks/scale.py runs end to end at tiny sizes, and its pieces are right."""
 
-import importlib.util
-from pathlib import Path
-
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -10,18 +7,9 @@ import pytest
 
 pytestmark = pytest.mark.slow  # end-to-end runs of scripts (seconds to a minute each)
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("scale_bench", BENCH / "scale.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_generated_file_is_sparse_counts_of_the_model(tmp_path):
-    scale = _load()
+def test_generated_file_is_sparse_counts_of_the_model(tmp_path, bench):
+    scale = bench("scale")
     path = tmp_path / "x.h5ad"
     nnz = scale.generate(path, 2_500, n_genes=40, n_tfs=4, density=0.3, seed=0)
     a = ad.read_h5ad(path, backed="r")
@@ -37,8 +25,8 @@ def test_generated_file_is_sparse_counts_of_the_model(tmp_path):
     a.file.close()
 
 
-def test_mean_pcc_and_slope_against_numpy():
-    scale = _load()
+def test_mean_pcc_and_slope_against_numpy(bench):
+    scale = bench("scale")
     rng = np.random.default_rng(0)
     z, t = rng.normal(size=(500, 3)), rng.normal(size=(500, 5))
     cols = np.array([4, 0, 2])
@@ -47,8 +35,8 @@ def test_mean_pcc_and_slope_against_numpy():
     assert abs(scale.slope([10, 100, 1000], [2, 20, 200]) - 1) < 1e-12
 
 
-def test_scale_quick(tmp_path):
-    df = _load().main(["--quick", "--out", str(tmp_path), "--data-dir", str(tmp_path / "data")])
+def test_scale_quick(tmp_path, bench):
+    df = bench("scale").main(["--quick", "--out", str(tmp_path), "--data-dir", str(tmp_path / "data")])
     assert (tmp_path / "scale_quick.csv").exists() and (tmp_path / "scale_quick.png").exists()
     saved = pd.read_csv(tmp_path / "scale_quick.csv")
     assert list(saved.n_cells) == [300, 900] == list(df.n_cells)
