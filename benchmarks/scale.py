@@ -216,6 +216,9 @@ def work_mlm(a) -> dict:
     import regdecoder as rd
 
     torch.manual_seed(0)
+    # decoupler's numba methods reset the OpenMP threads torch shares to one per core; keep the
+    # count this process started with (the environment's), so both methods get the same threads
+    rd.settings.n_threads = torch.get_num_threads()
     _, net = make_net(a.genes, a.tfs, a.density)
     model = rd.tl.Model.load(a.model, device=a.device)
     backed = ad.read_h5ad(a.new, backed="r")
