@@ -81,6 +81,7 @@ def test_fit_then_infer(files, tmp_path, capsys):
         assert np.corrcoef(a, b)[0, 1] > 0.99
 
 
+@pytest.mark.slow  # two fits and an inference through zarr stores: 11 s, the longest of the quick subset
 @pytest.mark.filterwarnings("ignore:Writing zarr v2:UserWarning")  # anndata announces that its zarr default will change
 def test_zarr_stores_in_and_out(files, tmp_path):
     """An --out ending in .zarr is a zarr store (it was an HDF5 file under that name, which
