@@ -341,8 +341,9 @@ def _rd_fit(split: Split, ys: Yardstick):
             warnings.simplefilter("ignore")
             model = rd.tl.fit_decoder(train, net=split.net, seed=0)
             test = train if split.test is split.train else split.test.copy()
-            if test is not train:
-                rd.tl.infer(test, model)
+            # standard errors only when asked (issue 18): the z/se row needs them; on the training
+            # cells this solves the fit's own latents again
+            rd.tl.infer(test, model, standard_errors=True)
         weights = pd.DataFrame(np.asarray(train.varm["regdecoder_weights"]), index=train.var_names,
                                columns=list(map(str, model.latent_names)))  # fmt: skip
         split.cache["rd"] = (test, weights)
