@@ -22,24 +22,33 @@ METHODS = ("t-test", "wilcoxon")
 COLUMNS = ["group", "reference", "name", "stat", "meanchange", "pval", "padj"]
 
 
-def adjust_pvalues(pvals, axis: int = -1) -> np.ndarray:
+def adjust_pvalues(pvals, axis: int = -1, block: int = 2**14) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values along ``axis``; NaN entries are left out of the count.
 
     ``scipy.stats.false_discovery_control(p, method='bh')`` on the finite p-values of each
     row (``axis=-1``: within each cell of a cells x TFs table, as decoupler adjusts its
-    per-cell p-values, ``padj_<method>``); NaN stays NaN.
+    per-cell p-values, ``padj_<method>``); NaN stays NaN. Returned in the input's floating
+    dtype (float32 stays float32); rows are adjusted ``block`` at a time, so the temporaries
+    stay small next to a table of a million cells.
     """
-    p = np.moveaxis(np.asarray(pvals, dtype=np.float64), axis, -1)
+    p = np.moveaxis(np.asarray(pvals), axis, -1)
+    if not np.issubdtype(p.dtype, np.floating):
+        p = p.astype(np.float64)
     out = np.full_like(p, np.nan)
     flat, res = p.reshape(-1, p.shape[-1]), out.reshape(-1, p.shape[-1])
-    whole = np.isfinite(flat).all(axis=1)
-    if whole.any() and flat.shape[1]:
-        res[whole] = stats.false_discovery_control(flat[whole], axis=1, method="bh")
-    for i in np.flatnonzero(~whole):  # rows with missing p-values (e.g. cells without expression)
-        ok = np.isfinite(flat[i])
-        if ok.any():
-            res[i, ok] = stats.false_discovery_control(flat[i, ok], method="bh")
+    for s in range(0, flat.shape[0], block) if flat.shape[1] else ():
+        _adjust_rows(flat[s : s + block], res[s : s + block])
     return np.moveaxis(out, -1, axis)
+
+
+def _adjust_rows(p: np.ndarray, res: np.ndarray) -> None:
+    whole = np.isfinite(p).all(axis=1)
+    if whole.any():
+        res[whole] = stats.false_discovery_control(p[whole].astype(np.float64), axis=1, method="bh")
+    for i in np.flatnonzero(~whole):  # rows with missing p-values (e.g. cells without expression)
+        ok = np.isfinite(p[i])
+        if ok.any():
+            res[i, ok] = stats.false_discovery_control(p[i, ok].astype(np.float64), method="bh")
 
 
 def rank_activities(
