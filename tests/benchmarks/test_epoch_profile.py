@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -12,17 +11,10 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 pytestmark = pytest.mark.slow  # profiles a fit
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_bench", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_epoch_profile_runs(tmp_path):
+def test_epoch_profile_runs(tmp_path, bench):
     sys.path.insert(0, str(BENCH))
     try:
-        scale, prof = _load("scale"), _load("epoch_profile")
+        scale, prof = bench("scale"), bench("epoch_profile")
         path = tmp_path / "x.h5ad"
         scale.generate(path, 600, n_genes=300, n_tfs=200, density=0.05, seed=0)
         df = prof.main(["--train", str(path), "--epochs", "2", "--out", str(tmp_path)])
